@@ -1,0 +1,360 @@
+#include "conv_transpose_args.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <sstream>
+
+namespace torch_tconv {
+namespace {
+
+template <typename T>
+std::string tuple_str(c10::ArrayRef<T> values) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < values.size(); ++i) {
+    s << (i ? ", " : "") << values[i];
+  }
+  s << (values.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string tuple_str(const std::vector<int64_t>& values) {
+  return tuple_str(at::IntArrayRef(values));
+}
+
+std::string tuple_str(const std::vector<c10::SymInt>& values) {
+  return tuple_str(c10::SymIntArrayRef(values));
+}
+
+std::string shape_str(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sym_sizes();
+  return s.str();
+}
+
+void check_length(
+    const std::string& op,
+    const char* name,
+    size_t length,
+    const std::string& value,
+    int64_t spatial_dims) {
+  TORCH_CHECK_VALUE(
+      static_cast<int64_t>(length) == spatial_dims,
+      op, ": ", name, " must have ", spatial_dims,
+      " values (one per spatial dim), got ", name, "=", value);
+}
+
+void check_all(
+    const std::string& op,
+    const char* name,
+    const std::vector<int64_t>& values,
+    bool positive) {
+  const bool ok = std::all_of(values.begin(), values.end(), [&](int64_t v) {
+    return positive ? v > 0 : v >= 0;
+  });
+  TORCH_CHECK_VALUE(
+      ok, op, ": ", name, " must be ", positive ? "positive" : "non-negative",
+      ", got ", name, "=", tuple_str(values));
+}
+
+// Ranges and lengths of the hyper-parameters. `check_output_padding` is off
+// for the gradient ops, which infer the output padding from the sizes.
+void check_params(
+    const std::string& op,
+    const ConvTransposeParams& p,
+    int64_t spatial_dims,
+    bool check_output_padding) {
+  check_length(op, "stride", p.stride.size(), tuple_str(p.stride), spatial_dims);
+  check_length(op, "padding", p.padding.size(), tuple_str(p.padding), spatial_dims);
+  check_length(op, "dilation", p.dilation.size(), tuple_str(p.dilation), spatial_dims);
+  check_all(op, "stride", p.stride, /*positive=*/true);
+  check_all(op, "padding", p.padding, /*positive=*/false);
+  check_all(op, "dilation", p.dilation, /*positive=*/true);
+  TORCH_CHECK_VALUE(p.groups > 0, op, ": groups must be positive, got groups=", p.groups);
+  if (!check_output_padding) return;
+  check_length(op, "output_padding", p.output_padding.size(),
+               tuple_str(p.output_padding), spatial_dims);
+  check_all(op, "output_padding", p.output_padding, /*positive=*/false);
+  for (int64_t j = 0; j < spatial_dims; ++j) {
+    TORCH_CHECK_VALUE(
+        p.output_padding[j] < std::max(p.stride[j], p.dilation[j]),
+        op, ": output_padding must be smaller than stride or dilation in every "
+        "dim, got output_padding=", tuple_str(p.output_padding),
+        " with stride=", tuple_str(p.stride), " and dilation=",
+        tuple_str(p.dilation));
+  }
+}
+
+void check_floating(const std::string& op, const char* name, const at::Tensor& t) {
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK_TYPE(
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+          dtype == at::kBFloat16,
+      op, ": ", name, " must be float32, float64, float16 or bfloat16, got ",
+      name, " of dtype ", dtype);
+}
+
+// Dtype and device agreement of the tensors an op reads.
+void check_tensors_agree(
+    const std::string& op,
+    std::initializer_list<std::pair<const char*, const at::Tensor*>> tensors) {
+  const auto& [first_name, first] = *tensors.begin();
+  for (const auto& [name, t] : tensors) {
+    TORCH_CHECK(t->defined(), op, ": ", name, " must be a tensor, got an undefined tensor");
+    check_floating(op, name, *t);
+    TORCH_CHECK_TYPE(
+        t->scalar_type() == first->scalar_type(),
+        op, ": ", first_name, " and ", name, " must have the same dtype, got ",
+        first_name, " of dtype ", first->scalar_type(), " and ", name,
+        " of dtype ", t->scalar_type());
+    TORCH_CHECK(
+        t->device() == first->device(),
+        op, ": ", first_name, " and ", name, " must be on the same device, got ",
+        first_name, " on ", first->device(), " and ", name, " on ", t->device());
+  }
+}
+
+// True for an unbatched (C, spatial...) tensor, false for (N, C, spatial...).
+bool is_unbatched(
+    const std::string& op,
+    const char* name,
+    const at::Tensor& t,
+    int64_t spatial_dims) {
+  const int64_t dim = t.dim();
+  TORCH_CHECK_VALUE(
+      dim == spatial_dims + 1 || dim == spatial_dims + 2,
+      op, ": expected ", name, " to be ", spatial_dims + 1, "-D (unbatched) or ",
+      spatial_dims + 2, "-D (batched), got ", name, " of shape ", shape_str(t));
+  const int64_t first_spatial = dim - spatial_dims;
+  for (int64_t d = first_spatial; d < dim; ++d) {
+    TORCH_CHECK_VALUE(
+        t.sym_size(d) > 0, op, ": expected ", name,
+        " to have non-zero spatial sizes, got ", name, " of shape ", shape_str(t));
+  }
+  return dim == spatial_dims + 1;
+}
+
+std::vector<c10::SymInt> spatial_sizes(const at::Tensor& t, int64_t spatial_dims) {
+  auto sizes = t.sym_sizes();
+  return std::vector<c10::SymInt>(sizes.end() - spatial_dims, sizes.end());
+}
+
+c10::SymInt channels(const at::Tensor& t, bool unbatched) {
+  return t.sym_size(unbatched ? 0 : 1);
+}
+
+// Spatial output size of the forward with output padding 0 and the given
+// extra padding per dim:
+//   (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+std::vector<c10::SymInt> transposed_sizes(
+    c10::SymIntArrayRef input_size,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p,
+    at::IntArrayRef output_padding) {
+  std::vector<c10::SymInt> out;
+  out.reserve(input_size.size());
+  for (size_t j = 0; j < input_size.size(); ++j) {
+    out.push_back((input_size[j] - 1) * p.stride[j] - 2 * p.padding[j] +
+                  p.dilation[j] * (kernel_size[j] - 1) + output_padding[j] + 1);
+  }
+  return out;
+}
+
+void check_kernel_size(const std::string& op, at::IntArrayRef kernel_size, const std::string& what) {
+  const bool ok = std::all_of(kernel_size.begin(), kernel_size.end(),
+                              [](int64_t k) { return k > 0; });
+  TORCH_CHECK_VALUE(ok, op, ": kernel sizes must be positive, got ", what);
+}
+
+std::vector<int64_t> concrete_kernel_size(const at::Tensor& weight, int64_t spatial_dims) {
+  std::vector<int64_t> k;
+  for (int64_t j = 0; j < spatial_dims; ++j) {
+    k.push_back(weight.sym_size(2 + j).guard_int(__FILE__, __LINE__));
+  }
+  return k;
+}
+
+// The checks that forward and input-gradient share on weight: its channel
+// split, its kernel sizes. Returns C_out.
+c10::SymInt check_weight(
+    const std::string& op,
+    const at::Tensor& weight,
+    const ConvTransposeParams& p) {
+  const c10::SymInt in_channels = weight.sym_size(0);
+  TORCH_CHECK_VALUE(
+      in_channels % p.groups == 0, op, ": weight.shape[0] (C_in = ", in_channels,
+      ") must be divisible by groups=", p.groups, ", got weight of shape ",
+      shape_str(weight));
+  check_kernel_size(op, concrete_kernel_size(weight, spatial_dims_of(weight)),
+                    "weight of shape " + shape_str(weight));
+  return weight.sym_size(1) * p.groups;
+}
+
+}  // namespace
+
+int64_t spatial_dims_of(const at::Tensor& weight) {
+  TORCH_CHECK(weight.defined(), "conv_transpose: weight must be a tensor, got an undefined tensor");
+  const int64_t dim = weight.dim();
+  TORCH_CHECK_VALUE(
+      dim >= 3 && dim <= 5,
+      "conv_transpose: weight must be 3-D, 4-D or 5-D, laid out as "
+      "(C_in, C_out/groups, *kernel_size), got weight of shape ", shape_str(weight));
+  return dim - 2;
+}
+
+std::string op_name(int64_t spatial_dims) {
+  return "conv_transpose" + std::to_string(spatial_dims) + "d";
+}
+
+std::vector<c10::SymInt> output_padding_for_size(
+    c10::SymIntArrayRef input_size,
+    c10::SymIntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p) {
+  const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
+  const std::string op = op_name(spatial_dims);
+  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  check_kernel_size(op, kernel_size, "kernel_size=" + tuple_str(kernel_size));
+  check_length(op, "output_size", output_size.size(), tuple_str(output_size), spatial_dims);
+  check_length(op, "input size", input_size.size(), tuple_str(input_size), spatial_dims);
+  const std::vector<int64_t> zeros(spatial_dims, 0);
+  const auto smallest = transposed_sizes(input_size, kernel_size, p, zeros);
+  std::vector<c10::SymInt> output_padding;
+  for (int64_t j = 0; j < spatial_dims; ++j) {
+    const int64_t range = std::max(p.stride[j], p.dilation[j]);
+    const c10::SymInt extra = output_size[j] - smallest[j];
+    TORCH_CHECK_VALUE(
+        extra >= 0 && extra < range,
+        op, ": requested output size ", tuple_str(output_size),
+        " cannot be produced from input size ", tuple_str(input_size),
+        " with kernel_size=", tuple_str(kernel_size), ", stride=", tuple_str(p.stride),
+        ", padding=", tuple_str(p.padding), ", dilation=", tuple_str(p.dilation),
+        ": output size in dim ", j, " must lie in [", smallest[j], ", ",
+        smallest[j] + (range - 1), "], got ", output_size[j]);
+    output_padding.push_back(extra);
+  }
+  return output_padding;
+}
+
+std::vector<c10::SymInt> forward_output_shape(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    const ConvTransposeParams& p,
+    at::OptionalSymIntArrayRef output_size) {
+  const int64_t spatial_dims = spatial_dims_of(weight);
+  const std::string op = op_name(spatial_dims);
+  check_params(op, p, spatial_dims, /*check_output_padding=*/!output_size.has_value());
+  TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
+  if (bias.has_value() && bias->defined()) {
+    check_tensors_agree(op, {{"input", &input}, {"weight", &weight}, {"bias", &*bias}});
+  } else {
+    check_tensors_agree(op, {{"input", &input}, {"weight", &weight}});
+  }
+  const bool unbatched = is_unbatched(op, "input", input, spatial_dims);
+  const c10::SymInt out_channels = check_weight(op, weight, p);
+  TORCH_CHECK_VALUE(
+      channels(input, unbatched) == weight.sym_size(0),
+      op, ": input has ", channels(input, unbatched), " channels but weight.shape[0] (C_in) is ",
+      weight.sym_size(0), "; got input of shape ", shape_str(input),
+      " and weight of shape ", shape_str(weight));
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_VALUE(
+        bias->dim() == 1 && bias->sym_size(0) == out_channels,
+        op, ": bias must be a 1-D tensor of size C_out = weight.shape[1] * groups = ",
+        out_channels, ", got bias of shape ", shape_str(*bias));
+  }
+
+  const auto kernel = concrete_kernel_size(weight, spatial_dims);
+  const auto in_size = spatial_sizes(input, spatial_dims);
+  std::vector<c10::SymInt> out_size;
+  if (output_size.has_value()) {
+    output_padding_for_size(in_size, *output_size, kernel, p);
+    out_size.assign(output_size->begin(), output_size->end());
+  } else {
+    out_size = transposed_sizes(in_size, kernel, p, p.output_padding);
+    for (int64_t j = 0; j < spatial_dims; ++j) {
+      TORCH_CHECK_VALUE(
+          out_size[j] > 0,
+          op, ": the output would have size ", tuple_str(out_size),
+          ", which is not positive; it comes from input of shape ", shape_str(input),
+          ", kernel_size=", tuple_str(kernel), ", stride=", tuple_str(p.stride),
+          ", padding=", tuple_str(p.padding), ", dilation=", tuple_str(p.dilation),
+          " and output_padding=", tuple_str(p.output_padding),
+          " as (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1");
+    }
+  }
+
+  std::vector<c10::SymInt> shape;
+  if (!unbatched) shape.push_back(input.sym_size(0));
+  shape.push_back(out_channels);
+  shape.insert(shape.end(), out_size.begin(), out_size.end());
+  return shape;
+}
+
+std::vector<c10::SymInt> input_grad_shape(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    const ConvTransposeParams& p) {
+  const int64_t spatial_dims = spatial_dims_of(weight);
+  const std::string op = op_name(spatial_dims) + " input gradient";
+  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
+  check_tensors_agree(op, {{"grad_output", &grad_output}, {"weight", &weight}});
+  const bool unbatched = is_unbatched(op, "grad_output", grad_output, spatial_dims);
+  const c10::SymInt out_channels = check_weight(op, weight, p);
+  TORCH_CHECK_VALUE(
+      channels(grad_output, unbatched) == out_channels,
+      op, ": grad_output has ", channels(grad_output, unbatched),
+      " channels but weight.shape[1] * groups (C_out) is ", out_channels,
+      "; got grad_output of shape ", shape_str(grad_output), " and weight of shape ",
+      shape_str(weight));
+  output_padding_for_size(input_size, spatial_sizes(grad_output, spatial_dims),
+                          concrete_kernel_size(weight, spatial_dims), p);
+
+  std::vector<c10::SymInt> shape;
+  if (!unbatched) shape.push_back(grad_output.sym_size(0));
+  shape.push_back(weight.sym_size(0));
+  shape.insert(shape.end(), input_size.begin(), input_size.end());
+  return shape;
+}
+
+std::vector<c10::SymInt> weight_grad_shape(
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p) {
+  const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
+  TORCH_CHECK_VALUE(
+      spatial_dims >= 1 && spatial_dims <= 3,
+      "conv_transpose weight gradient: kernel_size must have 1, 2 or 3 values, got kernel_size=",
+      tuple_str(kernel_size));
+  const std::string op = op_name(spatial_dims) + " weight gradient";
+  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  check_kernel_size(op, kernel_size, "kernel_size=" + tuple_str(kernel_size));
+  TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
+  TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
+  check_tensors_agree(op, {{"input", &input}, {"grad_output", &grad_output}});
+  const bool unbatched = is_unbatched(op, "input", input, spatial_dims);
+  TORCH_CHECK_VALUE(
+      is_unbatched(op, "grad_output", grad_output, spatial_dims) == unbatched &&
+          (unbatched || input.sym_size(0) == grad_output.sym_size(0)),
+      op, ": input and grad_output must have the same batch size, got input of shape ",
+      shape_str(input), " and grad_output of shape ", shape_str(grad_output));
+  const c10::SymInt in_channels = channels(input, unbatched);
+  const c10::SymInt out_channels = channels(grad_output, unbatched);
+  TORCH_CHECK_VALUE(
+      in_channels % p.groups == 0 && out_channels % p.groups == 0,
+      op, ": the channels of input (", in_channels, ") and grad_output (", out_channels,
+      ") must be divisible by groups=", p.groups);
+  output_padding_for_size(spatial_sizes(input, spatial_dims),
+                          spatial_sizes(grad_output, spatial_dims), kernel_size, p);
+
+  std::vector<c10::SymInt> shape{in_channels, out_channels / p.groups};
+  shape.insert(shape.end(), kernel_size.begin(), kernel_size.end());
+  return shape;
+}
+
+}  // namespace torch_tconv

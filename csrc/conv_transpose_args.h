@@ -1,0 +1,68 @@
+// Argument validation and output-shape arithmetic for the transposed
+// convolution: the one place where they live. The C++ ops call these before
+// any kernel runs; the Python fake kernels and the nn.Module call the same
+// functions through the extension module, with symbolic sizes when tracing.
+//
+// Every error names the offending argument and its value.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/SymInt.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torch_tconv {
+
+// Hyper-parameters shared by all three ops. One entry per spatial dim.
+struct ConvTransposeParams {
+  std::vector<int64_t> stride;
+  std::vector<int64_t> padding;
+  std::vector<int64_t> output_padding;
+  std::vector<int64_t> dilation;
+  int64_t groups;
+};
+
+// Number of spatial dims a weight describes: weight.dim() - 2, in 1..3.
+int64_t spatial_dims_of(const at::Tensor& weight);
+
+// "conv_transpose2d" for 2 spatial dims: the prefix of every error message.
+std::string op_name(int64_t spatial_dims);
+
+// Shape of conv_transpose(input, weight, bias): (N, C_out, out...) or, for
+// unbatched input, (C_out, out...). With output_size (spatial sizes), the
+// output padding is implied by it and `params.output_padding` is ignored.
+std::vector<c10::SymInt> forward_output_shape(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    const ConvTransposeParams& params,
+    at::OptionalSymIntArrayRef output_size);
+
+// Shape of the input gradient, i.e. of the forward's input: (N, C_in,
+// input_size...). Checks that grad_output has a size the forward can produce
+// from input_size.
+std::vector<c10::SymInt> input_grad_shape(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    const ConvTransposeParams& params);
+
+// Shape of the weight gradient: (C_in, C_out/groups, kernel_size...).
+std::vector<c10::SymInt> weight_grad_shape(
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& params);
+
+// The output padding that makes the forward produce `output_size` (spatial
+// sizes) from an input of spatial size `input_size`. Valid sizes run from the
+// minimum (output padding 0) to minimum + max(stride, dilation) - 1.
+std::vector<c10::SymInt> output_padding_for_size(
+    c10::SymIntArrayRef input_size,
+    c10::SymIntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& params);
+
+}  // namespace torch_tconv

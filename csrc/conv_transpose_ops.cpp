@@ -1,0 +1,281 @@
+#include "conv_transpose_ops.h"
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "conv_transpose_args.h"
+
+namespace torch_tconv {
+namespace {
+
+// Upper bound on the column workspace of one chunk. The batch is processed in
+// chunks of as many samples as fit; a single sample larger than this still
+// runs, alone.
+constexpr int64_t kColumnBudgetBytes = int64_t(128) << 20;
+
+std::atomic<int> g_algorithm{static_cast<int>(Algorithm::kAuto)};
+
+bool use_direct(const ConvGeometry& g) {
+  switch (static_cast<Algorithm>(g_algorithm.load())) {
+    case Algorithm::kGemm:
+      return false;
+    case Algorithm::kDirect:
+      return true;
+    case Algorithm::kAuto:
+      break;
+  }
+  // Depthwise-like layers: with one input channel per group the GEMM's inner
+  // dimension is 1, so the column buffer costs more than the arithmetic.
+  return g.in_channels_per_group == 1;
+}
+
+std::vector<int64_t> concrete(c10::SymIntArrayRef sizes) {
+  return C10_AS_INTARRAYREF_SLOW(sizes).vec();
+}
+
+ConvTransposeParams make_params(
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+    at::IntArrayRef dilation, int64_t groups) {
+  return {stride.vec(), padding.vec(), output_padding.vec(), dilation.vec(), groups};
+}
+
+// Geometry of a batched, validated problem: input (N, C_in, in...),
+// output (N, C_out, out...), kernel sizes from the weight.
+ConvGeometry make_geometry(
+    at::IntArrayRef input_shape,
+    at::IntArrayRef output_shape,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p) {
+  const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
+  ConvGeometry g{};
+  g.batch = input_shape[0];
+  g.groups = p.groups;
+  g.in_channels_per_group = input_shape[1] / p.groups;
+  g.out_channels_per_group = output_shape[1] / p.groups;
+  const int64_t lead = kMaxSpatialDims - spatial_dims;
+  for (int64_t j = 0; j < kMaxSpatialDims; ++j) {
+    const bool used = j >= lead;
+    const int64_t s = j - lead;
+    g.in_size[j] = used ? input_shape[2 + s] : 1;
+    g.out_size[j] = used ? output_shape[2 + s] : 1;
+    g.kernel[j] = used ? kernel_size[s] : 1;
+    g.stride[j] = used ? p.stride[s] : 1;
+    g.padding[j] = used ? p.padding[s] : 0;
+    g.dilation[j] = used ? p.dilation[s] : 1;
+  }
+  return g;
+}
+
+ConvGeometry chunk_of(ConvGeometry g, int64_t batch) {
+  g.batch = batch;
+  return g;
+}
+
+at::ScalarType col_dtype(const ElementwiseKernels& kernels, at::ScalarType dtype) {
+  return kernels.cols_in_opmath ? at::toOpMathType(dtype) : dtype;
+}
+
+// Samples per chunk so that one chunk's column buffer stays in the budget.
+int64_t chunk_size(const ConvGeometry& g, at::ScalarType dtype) {
+  const int64_t per_sample = chunk_of(g, 1).col_numel() * c10::elementSize(dtype);
+  return std::clamp<int64_t>(kColumnBudgetBytes / std::max<int64_t>(per_sample, 1),
+                             1, std::max<int64_t>(g.batch, 1));
+}
+
+// The GEMM operand of an input-shaped (N, C_in, in...) chunk: the same data
+// as (groups, C_in/groups, N * in_numel), in the column dtype.
+at::Tensor group_major(const at::Tensor& chunk, const ConvGeometry& g, at::ScalarType dtype) {
+  const int64_t n = chunk.size(0);
+  auto out = at::empty({g.groups, g.in_channels_per_group, n, g.in_numel()},
+                       chunk.options().dtype(dtype));
+  out.copy_(chunk.reshape({n, g.groups, g.in_channels_per_group, g.in_numel()})
+                .permute({1, 2, 0, 3}));
+  return out.view({g.groups, g.in_channels_per_group, n * g.in_numel()});
+}
+
+// Adds a leading batch dim of 1 to an unbatched tensor.
+at::Tensor batched(const at::Tensor& t, bool unbatched) {
+  return (unbatched ? t.unsqueeze(0) : t).contiguous();
+}
+
+}  // namespace
+
+void set_algorithm(Algorithm algorithm) {
+  g_algorithm.store(static_cast<int>(algorithm));
+}
+
+Algorithm get_algorithm() {
+  return static_cast<Algorithm>(g_algorithm.load());
+}
+
+at::Tensor conv_transpose(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef output_padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    at::OptionalSymIntArrayRef output_size) {
+  const auto p = make_params(stride, padding, output_padding, dilation, groups);
+  const auto shape = concrete(forward_output_shape(input, weight, bias, p, output_size));
+  c10::OptionalDeviceGuard guard(input.device());
+  const bool unbatched = input.dim() == weight.dim() - 1;
+  const at::Tensor x = batched(input, unbatched);
+  const at::Tensor w = weight.contiguous();
+  std::optional<at::Tensor> b;
+  if (bias.has_value() && bias->defined()) b = bias->contiguous();
+
+  std::vector<int64_t> out_shape = shape;
+  if (unbatched) out_shape.insert(out_shape.begin(), 1);
+  at::Tensor out = at::empty(out_shape, x.options());
+  if (out.numel() == 0) return unbatched ? out.squeeze(0) : out;
+
+  const ConvGeometry g = make_geometry(x.sizes(), out.sizes(), w.sizes().slice(2), p);
+  if (use_direct(g)) {
+    kernels.direct_forward(x, w, b, out, g);
+  } else {
+    const auto dtype = col_dtype(kernels, x.scalar_type());
+    // GEMM layout, per group g (batched over groups by bmm):
+    //   cols_g (C_out/G * taps, n * in_numel) = W_gᵀ (C_out/G * taps, C_in/G)
+    //                                          · X_g (C_in/G, n * in_numel)
+    // with W_g the group's (C_in/G, C_out/G * taps) slice of the weight.
+    const at::Tensor w_t =
+        w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
+            .to(dtype)
+            .transpose(1, 2);
+    const int64_t step = chunk_size(g, dtype);
+    for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
+      const int64_t n = std::min(step, g.batch - n0);
+      const ConvGeometry gc = chunk_of(g, n);
+      const at::Tensor cols = at::bmm(w_t, group_major(x.narrow(0, n0, n), gc, dtype));
+      kernels.col2im(cols, b, out.narrow(0, n0, n), gc);
+    }
+  }
+  return unbatched ? out.squeeze(0) : out;
+}
+
+at::Tensor conv_transpose_input_grad(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const int64_t spatial_dims = spatial_dims_of(weight);
+  const auto p = make_params(stride, padding, std::vector<int64_t>(spatial_dims, 0),
+                             dilation, groups);
+  const auto shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
+  c10::OptionalDeviceGuard guard(grad_output.device());
+  const bool unbatched = grad_output.dim() == weight.dim() - 1;
+  const at::Tensor gy = batched(grad_output, unbatched);
+  const at::Tensor w = weight.contiguous();
+
+  std::vector<int64_t> in_shape = shape;
+  if (unbatched) in_shape.insert(in_shape.begin(), 1);
+  at::Tensor grad_input = at::empty(in_shape, gy.options());
+  if (grad_input.numel() == 0) return unbatched ? grad_input.squeeze(0) : grad_input;
+
+  const ConvGeometry g = make_geometry(grad_input.sizes(), gy.sizes(), w.sizes().slice(2), p);
+  if (use_direct(g)) {
+    kernels.direct_input_grad(gy, w, grad_input, g);
+  } else {
+    const auto dtype = col_dtype(kernels, gy.scalar_type());
+    // GEMM layout, per group g (batched over groups by bmm):
+    //   dX_g (C_in/G, n * in_numel) = W_g (C_in/G, C_out/G * taps)
+    //                                · cols_g (C_out/G * taps, n * in_numel)
+    // with cols = im2col(grad_output): an ordinary convolution.
+    const at::Tensor w_g =
+        w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
+            .to(dtype);
+    const int64_t step = chunk_size(g, dtype);
+    for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
+      const int64_t n = std::min(step, g.batch - n0);
+      const ConvGeometry gc = chunk_of(g, n);
+      at::Tensor cols = at::empty({g.groups, g.out_channels_per_group * g.taps(), gc.col_width()},
+                                  gy.options().dtype(dtype));
+      kernels.im2col(gy.narrow(0, n0, n), cols, gc);
+      const at::Tensor dx = at::bmm(w_g, cols);  // (G, C_in/G, n * in_numel)
+      grad_input.narrow(0, n0, n)
+          .view({n, g.groups, g.in_channels_per_group, g.in_numel()})
+          .copy_(dx.view({g.groups, g.in_channels_per_group, n, g.in_numel()})
+                     .permute({2, 0, 1, 3}));
+    }
+  }
+  return unbatched ? grad_input.squeeze(0) : grad_input;
+}
+
+at::Tensor conv_transpose_weight_grad(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const auto p = make_params(stride, padding, std::vector<int64_t>(kernel_size.size(), 0),
+                             dilation, groups);
+  const auto shape = concrete(weight_grad_shape(input, grad_output, kernel_size, p));
+  c10::OptionalDeviceGuard guard(input.device());
+  const bool unbatched = input.dim() == static_cast<int64_t>(kernel_size.size()) + 1;
+  const at::Tensor x = batched(input, unbatched);
+  const at::Tensor gy = batched(grad_output, unbatched);
+
+  const ConvGeometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
+  if (x.numel() == 0 || gy.numel() == 0) return at::zeros(shape, x.options());
+  if (use_direct(g)) {
+    at::Tensor grad_weight = at::empty(shape, x.options());
+    kernels.direct_weight_grad(x, gy, grad_weight, g);
+    return grad_weight;
+  }
+  const auto dtype = col_dtype(kernels, x.scalar_type());
+  const auto acc_dtype = at::toOpMathType(x.scalar_type());
+  // GEMM layout, per group g (batched over groups by bmm), summed over chunks:
+  //   dW_g (C_in/G, C_out/G * taps) += X_g (C_in/G, n * in_numel)
+  //                                   · cols_gᵀ (n * in_numel, C_out/G * taps)
+  // with cols = im2col(grad_output), accumulated in the op-math dtype.
+  at::Tensor acc = at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
+                             x.options().dtype(acc_dtype));
+  const int64_t step = chunk_size(g, dtype);
+  for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
+    const int64_t n = std::min(step, g.batch - n0);
+    const ConvGeometry gc = chunk_of(g, n);
+    at::Tensor cols = at::empty({g.groups, g.out_channels_per_group * g.taps(), gc.col_width()},
+                                gy.options().dtype(dtype));
+    kernels.im2col(gy.narrow(0, n0, n), cols, gc);
+    const at::Tensor x_g = group_major(x.narrow(0, n0, n), gc, dtype);
+    if (dtype == acc_dtype) {
+      acc.baddbmm_(x_g, cols.transpose(1, 2));
+    } else {
+      acc.add_(at::bmm(x_g, cols.transpose(1, 2)));
+    }
+  }
+  return acc.view(shape).to(x.scalar_type());
+}
+
+TORCH_LIBRARY(torch_tconv, m) {
+  m.def(
+      "conv_transpose(Tensor input, Tensor weight, Tensor? bias, int[] stride, "
+      "int[] padding, int[] output_padding, int[] dilation, int groups, "
+      "SymInt[]? output_size=None) -> Tensor");
+  m.def(
+      "conv_transpose_input_grad(Tensor grad_output, Tensor weight, "
+      "SymInt[] input_size, int[] stride, int[] padding, int[] dilation, "
+      "int groups) -> Tensor");
+  m.def(
+      "conv_transpose_weight_grad(Tensor input, Tensor grad_output, "
+      "int[] kernel_size, int[] stride, int[] padding, int[] dilation, "
+      "int groups) -> Tensor");
+}
+
+}  // namespace torch_tconv

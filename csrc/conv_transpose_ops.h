@@ -1,0 +1,118 @@
+// The three registered ops and their backend-independent algorithm.
+//
+//   conv_transpose             forward: scatter (GEMM, then col2im)
+//   conv_transpose_input_grad  gather: im2col of grad_output, then GEMM
+//   conv_transpose_weight_grad im2col of grad_output, then GEMM with input
+//
+// They are the three faces of one trilinear form
+//   T(x, w, g) = <conv_transpose(x, w), g>,
+// so each one's backward is expressed through the other two (see
+// torch_tconv/_autograd.py) and gradients of every order work.
+//
+// This file orchestrates: validation, chunking of the batch to bound the
+// column workspace, and the GEMMs (ATen's at::bmm: MKL/oneDNN on the CPU,
+// cuBLAS on the GPU). The element-wise passes are the backend's
+// (ElementwiseKernels), all of them built on kernels/conv_transpose_bodies.h.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "kernels/conv_transpose_bodies.h"
+
+namespace torch_tconv {
+
+// A backend's element-wise passes. Tensors are contiguous; `out`-style
+// arguments are written in full. Column buffers have the layout documented in
+// conv_transpose_bodies.h, in the dtype given by cols_in_opmath.
+struct ElementwiseKernels {
+  // out (N, C_out, out...) = col2im(cols) + bias.
+  void (*col2im)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+                 const at::Tensor& out, const ConvGeometry& g);
+  // cols = im2col(grad_output (N, C_out, out...)).
+  void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,
+                 const ConvGeometry& g);
+  // Direct path (no GEMM, no column buffer).
+  void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias,
+                         const at::Tensor& out, const ConvGeometry& g);
+  void (*direct_input_grad)(const at::Tensor& grad_output, const at::Tensor& weight,
+                            const at::Tensor& grad_input, const ConvGeometry& g);
+  void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
+                             const at::Tensor& grad_weight, const ConvGeometry& g);
+  // True: GEMM operands and column buffers of float16/bfloat16 problems are
+  // float32 (the CPU, whose reduced-precision GEMMs are slow). False: they
+  // keep the input dtype, and the GEMM accumulates in float32 (cuBLAS).
+  bool cols_in_opmath;
+};
+
+// Which algorithm the ops use. kAuto picks per problem; the others force a
+// path, so that tests can run every path on every configuration.
+enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2 };
+void set_algorithm(Algorithm algorithm);
+Algorithm get_algorithm();
+
+at::Tensor conv_transpose(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef output_padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    at::OptionalSymIntArrayRef output_size);
+
+at::Tensor conv_transpose_input_grad(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups);
+
+at::Tensor conv_transpose_weight_grad(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups);
+
+// Binds the three ops to one backend's kernels, with the signatures that the
+// schema in conv_transpose_ops.cpp declares. A backend registers them as
+//   m.impl("conv_transpose", &BackendOps<my_kernels>::forward);
+template <const ElementwiseKernels& (*Kernels)()>
+struct BackendOps {
+  static at::Tensor forward(
+      const at::Tensor& input, const at::Tensor& weight,
+      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+      at::IntArrayRef padding, at::IntArrayRef output_padding,
+      at::IntArrayRef dilation, int64_t groups,
+      at::OptionalSymIntArrayRef output_size) {
+    return conv_transpose(Kernels(), input, weight, bias, stride, padding,
+                          output_padding, dilation, groups, output_size);
+  }
+  static at::Tensor input_grad(
+      const at::Tensor& grad_output, const at::Tensor& weight,
+      c10::SymIntArrayRef input_size, at::IntArrayRef stride,
+      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+    return conv_transpose_input_grad(Kernels(), grad_output, weight, input_size,
+                                     stride, padding, dilation, groups);
+  }
+  static at::Tensor weight_grad(
+      const at::Tensor& input, const at::Tensor& grad_output,
+      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+    return conv_transpose_weight_grad(Kernels(), input, grad_output, kernel_size,
+                                      stride, padding, dilation, groups);
+  }
+};
+
+}  // namespace torch_tconv

@@ -1,0 +1,84 @@
+// The extension module torch_tconv._C. Importing it registers the ops (their
+// TORCH_LIBRARY blocks live in the other translation units of the library)
+// and exposes the shared shape arithmetic of conv_transpose_args.h to the
+// Python fake kernels and modules, so that no copy of it exists in Python.
+#include <torch/extension.h>
+
+#include "conv_transpose_args.h"
+#include "conv_transpose_ops.h"
+
+namespace torch_tconv {
+namespace {
+
+ConvTransposeParams params(
+    std::vector<int64_t> stride, std::vector<int64_t> padding,
+    std::vector<int64_t> output_padding, std::vector<int64_t> dilation, int64_t groups) {
+  return {std::move(stride), std::move(padding), std::move(output_padding),
+          std::move(dilation), groups};
+}
+
+}  // namespace
+}  // namespace torch_tconv
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  namespace tt = torch_tconv;
+  using Ints = std::vector<int64_t>;
+  using SymInts = std::vector<c10::SymInt>;
+  m.doc() = "torch_tconv native extension: registers the torch_tconv ops.";
+
+  m.def(
+      "forward_output_shape",
+      [](const at::Tensor& input, const at::Tensor& weight,
+         const std::optional<at::Tensor>& bias, Ints stride, Ints padding,
+         Ints output_padding, Ints dilation, int64_t groups,
+         std::optional<SymInts> output_size) {
+        at::OptionalSymIntArrayRef size;
+        if (output_size) size = *output_size;
+        return tt::forward_output_shape(
+            input, weight, bias,
+            tt::params(stride, padding, output_padding, dilation, groups), size);
+      },
+      "Validates the forward's arguments and returns the output shape.");
+  m.def(
+      "input_grad_shape",
+      [](const at::Tensor& grad_output, const at::Tensor& weight, SymInts input_size,
+         Ints stride, Ints padding, Ints dilation, int64_t groups) {
+        const Ints zeros(stride.size(), 0);
+        return tt::input_grad_shape(grad_output, weight, input_size,
+                                    tt::params(stride, padding, zeros, dilation, groups));
+      },
+      "Validates the input-gradient op's arguments and returns its output shape.");
+  m.def(
+      "weight_grad_shape",
+      [](const at::Tensor& input, const at::Tensor& grad_output, Ints kernel_size,
+         Ints stride, Ints padding, Ints dilation, int64_t groups) {
+        const Ints zeros(stride.size(), 0);
+        return tt::weight_grad_shape(input, grad_output, kernel_size,
+                                     tt::params(stride, padding, zeros, dilation, groups));
+      },
+      "Validates the weight-gradient op's arguments and returns its output shape.");
+  m.def(
+      "set_algorithm",
+      [](const std::string& name) {
+        if (name == "auto") {
+          tt::set_algorithm(tt::Algorithm::kAuto);
+        } else if (name == "gemm") {
+          tt::set_algorithm(tt::Algorithm::kGemm);
+        } else if (name == "direct") {
+          tt::set_algorithm(tt::Algorithm::kDirect);
+        } else {
+          TORCH_CHECK_VALUE(false, "algorithm must be 'auto', 'gemm' or 'direct', got '", name, "'");
+        }
+      },
+      "Forces the GEMM or the direct path for every op ('auto' restores the choice).");
+  m.def("get_algorithm", []() {
+    switch (tt::get_algorithm()) {
+      case tt::Algorithm::kGemm:
+        return "gemm";
+      case tt::Algorithm::kDirect:
+        return "direct";
+      default:
+        return "auto";
+    }
+  });
+}

@@ -1,0 +1,32 @@
+"""torch_tconv: transposed convolution with its own CPU and CUDA kernels.
+
+Equivalent to ``torch.nn.functional.conv_transpose2d`` and
+``torch.nn.ConvTranspose2d``; see the README for devices and dtypes.
+
+Layout of the package:
+  _C            the native extension; importing it registers the ops
+                ``torch.ops.torch_tconv.{conv_transpose, conv_transpose_input_grad,
+                conv_transpose_weight_grad}``
+  _fake         fake (meta) kernels of the ops, for torch.compile
+  _autograd     the ops' backward formulas, written with the ops themselves
+  functional    conv_transpose2d
+  modules       ConvTranspose2d
+"""
+
+from . import _C  # noqa: F401  (registers the ops)
+from . import _autograd, _fake  # noqa: F401  (registers fake kernels and autograd)
+from .functional import conv_transpose2d
+from .modules import ConvTranspose2d
+
+__all__ = ["conv_transpose2d", "ConvTranspose2d", "has_cuda_kernels"]
+__version__ = "0.1.0"
+
+
+def has_cuda_kernels() -> bool:
+    """Whether this build registered CUDA kernels for every op."""
+    import torch
+
+    return all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CUDA")
+        for op in ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad")
+    )

@@ -1,0 +1,132 @@
+"""Backward formulas of the three ops, each written with the other two.
+
+With T(x, w, g) = <conv_transpose(x, w), g>, a trilinear form:
+  conv_transpose(x, w)             = dT/dg   (scatter forward)
+  conv_transpose_input_grad(g, w)  = dT/dx   (gather: an ordinary convolution)
+  conv_transpose_weight_grad(x, g) = dT/dw
+The backward of each is therefore another face of T, so every gradient is
+one of these ops again and gradients of every order work.
+
+Only the tensors a backward needs are saved: the input only if the weight
+needs a gradient, the weight only if the input does.
+"""
+
+import torch
+
+ops = torch.ops.torch_tconv
+
+
+def _spatial(shape, spatial_dims):
+    return list(shape[len(shape) - spatial_dims:])
+
+
+def _params(ctx):
+    return ctx.stride, ctx.padding, ctx.dilation, ctx.groups
+
+
+def _save(ctx, stride, padding, dilation, groups, **tensors):
+    """Stores the hyper-parameters, and each tensor only where a gradient
+    that needs it is wanted: tensors maps a name to (tensor, needed)."""
+    ctx.stride, ctx.padding, ctx.dilation, ctx.groups = stride, padding, dilation, groups
+    names = [name for name, (_, needed) in tensors.items() if needed]
+    ctx.saved_names = names
+    ctx.save_for_backward(*(tensors[name][0] for name in names))
+
+
+def _saved(ctx):
+    return dict(zip(ctx.saved_names, ctx.saved_tensors))
+
+
+# --- conv_transpose(input, weight, bias) -----------------------------------
+
+def _forward_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, _, dilation, groups, _ = inputs
+    need_input, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    _save(ctx, stride, padding, dilation, groups,
+          input=(input, need_weight), weight=(weight, need_input))
+    spatial_dims = weight.dim() - 2
+    ctx.input_size = _spatial(input.shape, spatial_dims)
+    ctx.kernel_size = list(weight.shape[2:])
+    ctx.batched = input.dim() == weight.dim()
+
+
+def _forward_backward(ctx, grad_output):
+    saved = _saved(ctx)
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = ops.conv_transpose_input_grad(
+            grad_output, saved["weight"], ctx.input_size, *_params(ctx))
+    if ctx.needs_input_grad[1]:
+        grad_weight = ops.conv_transpose_weight_grad(
+            saved["input"], grad_output, ctx.kernel_size, *_params(ctx))
+    if ctx.needs_input_grad[2]:
+        channel_dim = 1 if ctx.batched else 0
+        dims = [d for d in range(grad_output.dim()) if d != channel_dim]
+        grad_bias = grad_output.sum(dims)
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+# --- conv_transpose_input_grad(grad_output, weight) ------------------------
+
+def _input_grad_setup(ctx, inputs, output):
+    grad_output, weight, input_size, stride, padding, dilation, groups = inputs
+    _save(ctx, stride, padding, dilation, groups,
+          grad_output=(grad_output, ctx.needs_input_grad[1]),
+          weight=(weight, ctx.needs_input_grad[0]))
+    ctx.output_size = _spatial(grad_output.shape, weight.dim() - 2)
+    ctx.kernel_size = list(weight.shape[2:])
+
+
+def _input_grad_backward(ctx, grad_grad_input):
+    saved = _saved(ctx)
+    d_grad_output = d_weight = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = _forward_with_size(
+            grad_grad_input, saved["weight"], ctx.output_size, ctx)
+    if ctx.needs_input_grad[1]:
+        d_weight = ops.conv_transpose_weight_grad(
+            grad_grad_input, saved["grad_output"], ctx.kernel_size, *_params(ctx))
+    return d_grad_output, d_weight, None, None, None, None, None
+
+
+# --- conv_transpose_weight_grad(input, grad_output) ------------------------
+
+def _weight_grad_setup(ctx, inputs, output):
+    input, grad_output, kernel_size, stride, padding, dilation, groups = inputs
+    _save(ctx, stride, padding, dilation, groups,
+          input=(input, ctx.needs_input_grad[1]),
+          grad_output=(grad_output, ctx.needs_input_grad[0]))
+    spatial_dims = len(kernel_size)
+    ctx.input_size = _spatial(input.shape, spatial_dims)
+    ctx.output_size = _spatial(grad_output.shape, spatial_dims)
+
+
+def _weight_grad_backward(ctx, grad_grad_weight):
+    saved = _saved(ctx)
+    d_input = d_grad_output = None
+    if ctx.needs_input_grad[0]:
+        d_input = ops.conv_transpose_input_grad(
+            saved["grad_output"], grad_grad_weight, ctx.input_size, *_params(ctx))
+    if ctx.needs_input_grad[1]:
+        d_grad_output = _forward_with_size(
+            saved["input"], grad_grad_weight, ctx.output_size, ctx)
+    return d_input, d_grad_output, None, None, None, None, None
+
+
+def _forward_with_size(input, weight, output_size, ctx):
+    """The forward op producing exactly output_size (spatial): the output
+    padding is implied by the size, as in the gradients of the forward."""
+    zeros = [0] * len(output_size)
+    return ops.conv_transpose(
+        input, weight, None, ctx.stride, ctx.padding, zeros, ctx.dilation, ctx.groups,
+        output_size)
+
+
+torch.library.register_autograd(
+    "torch_tconv::conv_transpose", _forward_backward, setup_context=_forward_setup)
+torch.library.register_autograd(
+    "torch_tconv::conv_transpose_input_grad", _input_grad_backward,
+    setup_context=_input_grad_setup)
+torch.library.register_autograd(
+    "torch_tconv::conv_transpose_weight_grad", _weight_grad_backward,
+    setup_context=_weight_grad_setup)
