@@ -1,0 +1,33 @@
+// Registers the CUDA backend: the shared algorithm of conv_transpose_ops.cpp
+// with the CUDA launchers. GEMM operands keep the input dtype (cuBLAS
+// accumulates float16/bfloat16 products in float32).
+#include <torch/library.h>
+
+#include "../conv_transpose_ops.h"
+#include "conv_transpose_cuda_kernels.h"
+
+namespace torch_tconv {
+namespace {
+
+const ElementwiseKernels& cuda_kernels() {
+  static const ElementwiseKernels kernels{
+      cuda::col2im,
+      cuda::im2col,
+      cuda::direct_forward,
+      cuda::direct_input_grad,
+      cuda::direct_weight_grad,
+      /*cols_in_opmath=*/false,
+  };
+  return kernels;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_tconv, CUDA, m) {
+  using Ops = BackendOps<cuda_kernels>;
+  m.impl("conv_transpose", &Ops::forward);
+  m.impl("conv_transpose_input_grad", &Ops::input_grad);
+  m.impl("conv_transpose_weight_grad", &Ops::weight_grad);
+}
+
+}  // namespace torch_tconv

@@ -1,0 +1,167 @@
+// CUDA launchers: thin grid-stride loops around the bodies of
+// kernels/conv_transpose_bodies.h, which the CPU launchers run too. All index
+// arithmetic is in those bodies, in 64 bits. No atomics: every output element
+// is written by one thread (or, for the direct weight gradient, reduced by one
+// block in a fixed order), so results are bitwise reproducible.
+//
+// Only light headers here: <ATen/ATen.h> roughly doubles nvcc's time per file,
+// and <ATen/cuda/CUDAContext.h> needs cusparse.h, which the toolkit may lack.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+
+#include "conv_transpose_cuda_kernels.h"
+
+namespace torch_tconv::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+// Grid-stride loops cover any size; more blocks than this add no parallelism.
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;
+
+int blocks_for(int64_t numel) {
+  return static_cast<int>(std::min<int64_t>((numel + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
+__device__ __forceinline__ int64_t first_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ int64_t grid_stride() {
+  return static_cast<int64_t>(blockDim.x) * gridDim.x;
+}
+
+template <typename scalar_t>
+const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+}
+
+#define TORCH_TCONV_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+template <typename scalar_t>
+__global__ void col2im_kernel(const scalar_t* cols, const scalar_t* bias, scalar_t* out,
+                              ConvGeometry g, int64_t numel) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+    out[i] = static_cast<scalar_t>(col2im_element<acc_t>(cols, bias, g, i));
+  }
+}
+
+template <typename scalar_t>
+__global__ void im2col_kernel(const scalar_t* grad_output, scalar_t* cols, ConvGeometry g,
+                              int64_t numel) {
+  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+    cols[i] = im2col_element(grad_output, g, i);
+  }
+}
+
+template <typename scalar_t>
+__global__ void direct_forward_kernel(const scalar_t* input, const scalar_t* weight,
+                                      const scalar_t* bias, scalar_t* out, ConvGeometry g,
+                                      int64_t numel) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+    out[i] = static_cast<scalar_t>(direct_forward_element<acc_t>(input, weight, bias, g, i));
+  }
+}
+
+template <typename scalar_t>
+__global__ void direct_input_grad_kernel(const scalar_t* grad_output, const scalar_t* weight,
+                                         scalar_t* grad_input, ConvGeometry g, int64_t numel) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+    grad_input[i] = static_cast<scalar_t>(direct_input_grad_element<acc_t>(grad_output, weight, g, i));
+  }
+}
+
+// One block per weight element: its threads split the (sample, position) sum
+// and a shared-memory tree adds the partial sums in a fixed order.
+template <typename scalar_t>
+__global__ void direct_weight_grad_kernel(const scalar_t* input, const scalar_t* grad_output,
+                                          scalar_t* grad_weight, ConvGeometry g, int64_t numel) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t partial[kThreads];
+  const int64_t positions = g.batch * g.in_numel();
+  for (int64_t w = blockIdx.x; w < numel; w += gridDim.x) {
+    partial[threadIdx.x] = direct_weight_grad_partial<acc_t>(
+        input, grad_output, g, w, threadIdx.x, positions, blockDim.x);
+    __syncthreads();
+    for (int width = kThreads / 2; width > 0; width /= 2) {
+      if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) grad_weight[w] = static_cast<scalar_t>(partial[0]);
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+            const at::Tensor& out, const ConvGeometry& g) {
+  const int64_t numel = out.numel();
+  if (numel == 0) return;
+  TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cuda", [&] {
+    col2im_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        cols.const_data_ptr<scalar_t>(), bias_ptr<scalar_t>(bias),
+        out.mutable_data_ptr<scalar_t>(), g, numel);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const ConvGeometry& g) {
+  const int64_t numel = cols.numel();
+  if (numel == 0) return;
+  TORCH_TCONV_DISPATCH(cols.scalar_type(), "im2col_cuda", [&] {
+    im2col_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        grad_output.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g, numel);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void direct_forward(const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, const at::Tensor& out,
+                    const ConvGeometry& g) {
+  const int64_t numel = out.numel();
+  if (numel == 0) return;
+  TORCH_TCONV_DISPATCH(out.scalar_type(), "direct_forward_cuda", [&] {
+    direct_forward_kernel<scalar_t>
+        <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+            bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, numel);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
+                       const at::Tensor& grad_input, const ConvGeometry& g) {
+  const int64_t numel = grad_input.numel();
+  if (numel == 0) return;
+  TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "direct_input_grad_cuda", [&] {
+    direct_input_grad_kernel<scalar_t>
+        <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+            grad_input.mutable_data_ptr<scalar_t>(), g, numel);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
+                        const at::Tensor& grad_weight, const ConvGeometry& g) {
+  const int64_t numel = grad_weight.numel();
+  if (numel == 0) return;
+  TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "direct_weight_grad_cuda", [&] {
+    direct_weight_grad_kernel<scalar_t>
+        <<<static_cast<int>(std::min<int64_t>(numel, kMaxBlocks)), kThreads, 0,
+           c10::cuda::getCurrentCUDAStream()>>>(
+            input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
+            grad_weight.mutable_data_ptr<scalar_t>(), g, numel);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace torch_tconv::cuda

@@ -1,0 +1,24 @@
+// CUDA launchers of the element-wise passes (conv_transpose_cuda_kernels.cu),
+// registered for the CUDA dispatch key in conv_transpose_cuda.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "../kernels/conv_transpose_bodies.h"
+
+namespace torch_tconv::cuda {
+
+void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+            const at::Tensor& out, const ConvGeometry& g);
+void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const ConvGeometry& g);
+void direct_forward(const at::Tensor& input, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, const at::Tensor& out,
+                    const ConvGeometry& g);
+void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
+                       const at::Tensor& grad_input, const ConvGeometry& g);
+void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
+                        const at::Tensor& grad_weight, const ConvGeometry& g);
+
+}  // namespace torch_tconv::cuda
