@@ -191,7 +191,47 @@ c10::SymInt check_weight(
   return weight.sym_size(1) * p.groups;
 }
 
+// See output_padding_for_size; `op` prefixes the messages.
+std::vector<c10::SymInt> implied_output_padding(
+    const std::string& op,
+    c10::SymIntArrayRef input_size,
+    c10::SymIntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p) {
+  const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
+  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  check_kernel_size(op, kernel_size, "kernel_size=" + tuple_str(kernel_size));
+  check_length(op, "output_size", output_size.size(), tuple_str(output_size), spatial_dims);
+  check_length(op, "input size", input_size.size(), tuple_str(input_size), spatial_dims);
+  const std::vector<int64_t> zeros(spatial_dims, 0);
+  const auto smallest = transposed_sizes(input_size, kernel_size, p, zeros);
+  std::vector<c10::SymInt> output_padding;
+  for (int64_t j = 0; j < spatial_dims; ++j) {
+    const int64_t range = std::max(p.stride[j], p.dilation[j]);
+    const c10::SymInt extra = output_size[j] - smallest[j];
+    TORCH_CHECK_VALUE(
+        extra >= 0 && extra < range,
+        op, ": output size ", tuple_str(output_size),
+        " cannot be produced from input size ", tuple_str(input_size),
+        " with kernel_size=", tuple_str(kernel_size), ", stride=", tuple_str(p.stride),
+        ", padding=", tuple_str(p.padding), ", dilation=", tuple_str(p.dilation),
+        ": output size in dim ", j, " must lie in [", smallest[j], ", ",
+        smallest[j] + (range - 1), "], got ", output_size[j]);
+    output_padding.push_back(extra);
+  }
+  return output_padding;
+}
+
 }  // namespace
+
+std::vector<c10::SymInt> output_padding_for_size(
+    c10::SymIntArrayRef input_size,
+    c10::SymIntArrayRef output_size,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p) {
+  return implied_output_padding(op_name(static_cast<int64_t>(kernel_size.size())), input_size,
+                                output_size, kernel_size, p);
+}
 
 int64_t spatial_dims_of(const at::Tensor& weight) {
   TORCH_CHECK(weight.defined(), "conv_transpose: weight must be a tensor, got an undefined tensor");
@@ -205,36 +245,6 @@ int64_t spatial_dims_of(const at::Tensor& weight) {
 
 std::string op_name(int64_t spatial_dims) {
   return "conv_transpose" + std::to_string(spatial_dims) + "d";
-}
-
-std::vector<c10::SymInt> output_padding_for_size(
-    c10::SymIntArrayRef input_size,
-    c10::SymIntArrayRef output_size,
-    at::IntArrayRef kernel_size,
-    const ConvTransposeParams& p) {
-  const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
-  const std::string op = op_name(spatial_dims);
-  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
-  check_kernel_size(op, kernel_size, "kernel_size=" + tuple_str(kernel_size));
-  check_length(op, "output_size", output_size.size(), tuple_str(output_size), spatial_dims);
-  check_length(op, "input size", input_size.size(), tuple_str(input_size), spatial_dims);
-  const std::vector<int64_t> zeros(spatial_dims, 0);
-  const auto smallest = transposed_sizes(input_size, kernel_size, p, zeros);
-  std::vector<c10::SymInt> output_padding;
-  for (int64_t j = 0; j < spatial_dims; ++j) {
-    const int64_t range = std::max(p.stride[j], p.dilation[j]);
-    const c10::SymInt extra = output_size[j] - smallest[j];
-    TORCH_CHECK_VALUE(
-        extra >= 0 && extra < range,
-        op, ": requested output size ", tuple_str(output_size),
-        " cannot be produced from input size ", tuple_str(input_size),
-        " with kernel_size=", tuple_str(kernel_size), ", stride=", tuple_str(p.stride),
-        ", padding=", tuple_str(p.padding), ", dilation=", tuple_str(p.dilation),
-        ": output size in dim ", j, " must lie in [", smallest[j], ", ",
-        smallest[j] + (range - 1), "], got ", output_size[j]);
-    output_padding.push_back(extra);
-  }
-  return output_padding;
 }
 
 std::vector<c10::SymInt> forward_output_shape(
@@ -270,7 +280,7 @@ std::vector<c10::SymInt> forward_output_shape(
   const auto in_size = spatial_sizes(input, spatial_dims);
   std::vector<c10::SymInt> out_size;
   if (output_size.has_value()) {
-    output_padding_for_size(in_size, *output_size, kernel, p);
+    implied_output_padding(op, in_size, *output_size, kernel, p);
     out_size.assign(output_size->begin(), output_size->end());
   } else {
     out_size = transposed_sizes(in_size, kernel, p, p.output_padding);
@@ -311,8 +321,8 @@ std::vector<c10::SymInt> input_grad_shape(
       " channels but weight.shape[1] * groups (C_out) is ", out_channels,
       "; got grad_output of shape ", shape_str(grad_output), " and weight of shape ",
       shape_str(weight));
-  output_padding_for_size(input_size, spatial_sizes(grad_output, spatial_dims),
-                          concrete_kernel_size(weight, spatial_dims), p);
+  implied_output_padding(op, input_size, spatial_sizes(grad_output, spatial_dims),
+                         concrete_kernel_size(weight, spatial_dims), p);
 
   std::vector<c10::SymInt> shape;
   if (!unbatched) shape.push_back(grad_output.sym_size(0));
@@ -349,8 +359,8 @@ std::vector<c10::SymInt> weight_grad_shape(
       in_channels % p.groups == 0 && out_channels % p.groups == 0,
       op, ": the channels of input (", in_channels, ") and grad_output (", out_channels,
       ") must be divisible by groups=", p.groups);
-  output_padding_for_size(spatial_sizes(input, spatial_dims),
-                          spatial_sizes(grad_output, spatial_dims), kernel_size, p);
+  implied_output_padding(op, spatial_sizes(input, spatial_dims),
+                         spatial_sizes(grad_output, spatial_dims), kernel_size, p);
 
   std::vector<c10::SymInt> shape{in_channels, out_channels / p.groups};
   shape.insert(shape.end(), kernel_size.begin(), kernel_size.end());

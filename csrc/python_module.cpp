@@ -25,6 +25,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using Ints = std::vector<int64_t>;
   using SymInts = std::vector<c10::SymInt>;
   m.doc() = "torch_tconv native extension: registers the torch_tconv ops.";
+#ifdef TORCH_TCONV_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+#else
+  m.attr("built_with_cuda") = false;
+#endif
 
   m.def(
       "forward_output_shape",

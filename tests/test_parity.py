@@ -1,0 +1,111 @@
+"""Forward and all three gradients against F.conv_transpose2d in float64, over
+a grid of layer configurations, batch sizes, dtypes and both kernel paths."""
+
+import pytest
+import torch
+
+import torch_tconv
+from conftest import DEVICES, assert_close_to, oracle
+
+# (C_in, C_out, groups, (H, W), kernel, params): every hyper-parameter of the
+# op, non-square kernels and strides, overlap, gaps, cropping, dilation.
+CONFIGS = {
+    "k3s1": (4, 3, 1, (5, 6), (3, 3), dict()),
+    "dcgan_k4s2p1": (4, 6, 1, (4, 5), (4, 4), dict(stride=2, padding=1)),
+    "decoder_k3s2p1op1": (3, 5, 1, (5, 4), (3, 3), dict(stride=2, padding=1, output_padding=1)),
+    "unet_k2s2": (5, 3, 1, (3, 4), (2, 2), dict(stride=2)),
+    "nonsquare_all": (3, 4, 1, (4, 5), (2, 3),
+                      dict(stride=(3, 1), padding=(1, 0), output_padding=(2, 0), dilation=(1, 2))),
+    "dilated_op_ge_stride": (2, 3, 1, (4, 4), (3, 2),
+                             dict(stride=1, padding=(2, 1), output_padding=(1, 2), dilation=(2, 3))),
+    "grouped": (4, 6, 2, (4, 3), (3, 3), dict(stride=2, padding=1, output_padding=1)),
+    "depthwise": (4, 4, 4, (5, 5), (4, 4), dict(stride=2, padding=1)),
+    "depthwise_multiplier": (3, 6, 3, (4, 5), (3, 2), dict(stride=(2, 1), padding=(0, 1))),
+    "crop_k5s2p3": (2, 2, 1, (5, 6), (5, 5), dict(stride=2, padding=3)),
+    "pointwise_k1": (3, 4, 1, (3, 3), (1, 1), dict()),
+    "gaps_k2s3": (2, 3, 1, (3, 4), (2, 2), dict(stride=3, output_padding=2)),
+    "single_output_channel": (5, 1, 1, (3, 3), (3, 3), dict(stride=2)),
+}
+
+
+def make_case(name, batch, dtype, device, bias=True, generator_seed=0):
+    c_in, c_out, groups, (h, w), (kh, kw), params = CONFIGS[name]
+    g = torch.Generator().manual_seed(generator_seed)
+    shape = (c_in, h, w) if batch is None else (batch, c_in, h, w)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+    wt = torch.randn(c_in, c_out // groups, kh, kw, generator=g, dtype=torch.float64).to(device, dtype)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(device, dtype) if bias else None
+    return x, wt, b, dict(params, groups=groups)
+
+
+def check_against_oracle(x, w, b, params, dtype):
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    if b is not None:
+        b = b.detach().requires_grad_()
+    out = torch_tconv.conv_transpose2d(x, w, b, **params)
+    grad_output = torch.randn(out.shape, dtype=torch.float64).to(out.device, dtype)
+    expected = oracle(x, w, b, grad_output, **params)
+    assert_close_to(out, expected[0], dtype, "output")
+    if out.numel() == 0:
+        return
+    grads = torch.autograd.grad(out, [t for t in (x, w, b) if t is not None], grad_output)
+    for name, got, want in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected[1:]):
+        assert_close_to(got, want, dtype, name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_grid(name, dtype, device, algorithm):
+    x, w, b, params = make_case(name, 3, dtype, device)
+    check_against_oracle(x, w, b, params, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch", [None, 0, 1, 2, 5])
+@pytest.mark.parametrize("name", ["dcgan_k4s2p1", "nonsquare_all", "depthwise"])
+def test_batch_sizes_and_unbatched(name, batch, device, algorithm):
+    x, w, b, params = make_case(name, batch, torch.float64, device)
+    check_against_oracle(x, w, b, params, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["grouped", "nonsquare_all", "pointwise_k1"])
+def test_without_bias(name, device, algorithm):
+    x, w, b, params = make_case(name, 2, torch.float64, device, bias=False)
+    check_against_oracle(x, w, None, params, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["dcgan_k4s2p1", "grouped", "depthwise", "nonsquare_all"])
+def test_low_precision(name, dtype, device, algorithm):
+    x, w, b, params = make_case(name, 2, dtype, device)
+    check_against_oracle(x, w, b, params, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device, algorithm):
+    x, w, b, params = make_case("nonsquare_all", 3, torch.float64, device)
+    # Channels-last input, a weight that is a transposed view, a strided bias.
+    x = x.to(memory_format=torch.channels_last)
+    w = w.transpose(2, 3).contiguous().transpose(2, 3)
+    b = torch.stack([b, b], 1)[:, 0]
+    assert not w.is_contiguous() and not b.is_contiguous()
+    check_against_oracle(x, w, b, params, torch.float64)
+    # A sliced input and an expanded (stride-0) grad_output.
+    big = torch.randn(3, 6, 9, 11, dtype=torch.float64, device=device)
+    x = big[:, ::2, 1::2, ::2]
+    out = torch_tconv.conv_transpose2d(x, w, b, **params)
+    ref = oracle(x, w, b, torch.ones_like(out), **params)[0]
+    assert_close_to(out, ref, torch.float64, "sliced input")
+    xg = x.detach().clone().requires_grad_()
+    torch_tconv.conv_transpose2d(xg, w, b, **params).sum().backward()
+    x_ref = x.detach().double().cpu().requires_grad_()
+    torch.nn.functional.conv_transpose2d(x_ref, w.double().cpu(), b.double().cpu(), **params).sum().backward()
+    assert_close_to(xg.grad, x_ref.grad, torch.float64, "grad_input from expanded grad_output")
+
+
+def test_poisoning_is_active():
+    """The grid relies on torch.empty returning NaN under the test fixture."""
+    assert torch.empty(16).isnan().all()
