@@ -33,16 +33,17 @@ std::string shape_str(const at::Tensor& t) {
   return s.str();
 }
 
+// Messages are only formatted on failure: the checks run on every call.
+template <typename T>
 void check_length(
     const std::string& op,
     const char* name,
-    size_t length,
-    const std::string& value,
+    c10::ArrayRef<T> values,
     int64_t spatial_dims) {
   TORCH_CHECK_VALUE(
-      static_cast<int64_t>(length) == spatial_dims,
+      static_cast<int64_t>(values.size()) == spatial_dims,
       op, ": ", name, " must have ", spatial_dims,
-      " values (one per spatial dim), got ", name, "=", value);
+      " values (one per spatial dim), got ", name, "=", tuple_str(values));
 }
 
 void check_all(
@@ -65,16 +66,15 @@ void check_params(
     const ConvTransposeParams& p,
     int64_t spatial_dims,
     bool check_output_padding) {
-  check_length(op, "stride", p.stride.size(), tuple_str(p.stride), spatial_dims);
-  check_length(op, "padding", p.padding.size(), tuple_str(p.padding), spatial_dims);
-  check_length(op, "dilation", p.dilation.size(), tuple_str(p.dilation), spatial_dims);
+  check_length<int64_t>(op, "stride", p.stride, spatial_dims);
+  check_length<int64_t>(op, "padding", p.padding, spatial_dims);
+  check_length<int64_t>(op, "dilation", p.dilation, spatial_dims);
   check_all(op, "stride", p.stride, /*positive=*/true);
   check_all(op, "padding", p.padding, /*positive=*/false);
   check_all(op, "dilation", p.dilation, /*positive=*/true);
   TORCH_CHECK_VALUE(p.groups > 0, op, ": groups must be positive, got groups=", p.groups);
   if (!check_output_padding) return;
-  check_length(op, "output_padding", p.output_padding.size(),
-               tuple_str(p.output_padding), spatial_dims);
+  check_length<int64_t>(op, "output_padding", p.output_padding, spatial_dims);
   check_all(op, "output_padding", p.output_padding, /*positive=*/false);
   for (int64_t j = 0; j < spatial_dims; ++j) {
     TORCH_CHECK_VALUE(
@@ -161,10 +161,8 @@ std::vector<c10::SymInt> transposed_sizes(
   return out;
 }
 
-void check_kernel_size(const std::string& op, at::IntArrayRef kernel_size, const std::string& what) {
-  const bool ok = std::all_of(kernel_size.begin(), kernel_size.end(),
-                              [](int64_t k) { return k > 0; });
-  TORCH_CHECK_VALUE(ok, op, ": kernel sizes must be positive, got ", what);
+bool all_positive(at::IntArrayRef values) {
+  return std::all_of(values.begin(), values.end(), [](int64_t v) { return v > 0; });
 }
 
 std::vector<int64_t> concrete_kernel_size(const at::Tensor& weight, int64_t spatial_dims) {
@@ -186,8 +184,9 @@ c10::SymInt check_weight(
       in_channels % p.groups == 0, op, ": weight.shape[0] (C_in = ", in_channels,
       ") must be divisible by groups=", p.groups, ", got weight of shape ",
       shape_str(weight));
-  check_kernel_size(op, concrete_kernel_size(weight, spatial_dims_of(weight)),
-                    "weight of shape " + shape_str(weight));
+  TORCH_CHECK_VALUE(
+      all_positive(concrete_kernel_size(weight, spatial_dims_of(weight))),
+      op, ": kernel sizes must be positive, got weight of shape ", shape_str(weight));
   return weight.sym_size(1) * p.groups;
 }
 
@@ -200,9 +199,10 @@ std::vector<c10::SymInt> implied_output_padding(
     const ConvTransposeParams& p) {
   const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
   check_params(op, p, spatial_dims, /*check_output_padding=*/false);
-  check_kernel_size(op, kernel_size, "kernel_size=" + tuple_str(kernel_size));
-  check_length(op, "output_size", output_size.size(), tuple_str(output_size), spatial_dims);
-  check_length(op, "input size", input_size.size(), tuple_str(input_size), spatial_dims);
+  TORCH_CHECK_VALUE(all_positive(kernel_size), op,
+                    ": kernel sizes must be positive, got kernel_size=", tuple_str(kernel_size));
+  check_length(op, "output_size", output_size, spatial_dims);
+  check_length(op, "input size", input_size, spatial_dims);
   const std::vector<int64_t> zeros(spatial_dims, 0);
   const auto smallest = transposed_sizes(input_size, kernel_size, p, zeros);
   std::vector<c10::SymInt> output_padding;
@@ -343,7 +343,8 @@ std::vector<c10::SymInt> weight_grad_shape(
       tuple_str(kernel_size));
   const std::string op = op_name(spatial_dims) + " weight gradient";
   check_params(op, p, spatial_dims, /*check_output_padding=*/false);
-  check_kernel_size(op, kernel_size, "kernel_size=" + tuple_str(kernel_size));
+  TORCH_CHECK_VALUE(all_positive(kernel_size), op,
+                    ": kernel sizes must be positive, got kernel_size=", tuple_str(kernel_size));
   TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
   TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
   check_tensors_agree(op, {{"input", &input}, {"grad_output", &grad_output}});

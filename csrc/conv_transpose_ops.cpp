@@ -13,12 +13,8 @@
 namespace torch_tconv {
 namespace {
 
-// Upper bound on the column workspace of one chunk. The batch is processed in
-// chunks of as many samples as fit; a single sample larger than this still
-// runs, alone.
-constexpr int64_t kColumnBudgetBytes = int64_t(128) << 20;
-
 std::atomic<int> g_algorithm{static_cast<int>(Algorithm::kAuto)};
+std::atomic<int64_t> g_column_budget_bytes{kDefaultColumnBudgetBytes};
 
 bool use_direct(const ConvGeometry& g) {
   switch (static_cast<Algorithm>(g_algorithm.load())) {
@@ -83,7 +79,7 @@ at::ScalarType col_dtype(const ElementwiseKernels& kernels, at::ScalarType dtype
 // Samples per chunk so that one chunk's column buffer stays in the budget.
 int64_t chunk_size(const ConvGeometry& g, at::ScalarType dtype) {
   const int64_t per_sample = chunk_of(g, 1).col_numel() * c10::elementSize(dtype);
-  return std::clamp<int64_t>(kColumnBudgetBytes / std::max<int64_t>(per_sample, 1),
+  return std::clamp<int64_t>(g_column_budget_bytes.load() / std::max<int64_t>(per_sample, 1),
                              1, std::max<int64_t>(g.batch, 1));
 }
 
@@ -111,6 +107,15 @@ void set_algorithm(Algorithm algorithm) {
 
 Algorithm get_algorithm() {
   return static_cast<Algorithm>(g_algorithm.load());
+}
+
+void set_column_budget_bytes(int64_t bytes) {
+  TORCH_CHECK_VALUE(bytes > 0, "column budget must be positive, got ", bytes, " bytes");
+  g_column_budget_bytes.store(bytes);
+}
+
+int64_t get_column_budget_bytes() {
+  return g_column_budget_bytes.load();
 }
 
 at::Tensor conv_transpose(

@@ -53,6 +53,13 @@ enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2 };
 void set_algorithm(Algorithm algorithm);
 Algorithm get_algorithm();
 
+// Upper bound on the column workspace of one chunk. The batch is processed in
+// chunks of as many samples as fit; a single sample larger than this still
+// runs, alone. Settable so that tests can force many chunks on small problems.
+constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
+void set_column_budget_bytes(int64_t bytes);
+int64_t get_column_budget_bytes();
+
 at::Tensor conv_transpose(
     const ElementwiseKernels& kernels,
     const at::Tensor& input,

@@ -76,6 +76,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         }
       },
       "Forces the GEMM or the direct path for every op ('auto' restores the choice).");
+  m.def("set_column_budget_bytes", &tt::set_column_budget_bytes,
+        "Caps the column workspace of one batch chunk (default 128 MiB).");
+  m.def("get_column_budget_bytes", &tt::get_column_budget_bytes);
   m.def("get_algorithm", []() {
     switch (tt::get_algorithm()) {
       case tt::Algorithm::kGemm:

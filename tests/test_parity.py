@@ -109,3 +109,21 @@ def test_non_contiguous_inputs(device, algorithm):
 def test_poisoning_is_active():
     """The grid relies on torch.empty returning NaN under the test fixture."""
     assert torch.empty(16).isnan().all()
+
+
+@pytest.fixture
+def one_sample_per_chunk():
+    """Shrinks the column workspace budget so that every sample is its own
+    chunk: the chunked GEMM loop runs many times even on small problems."""
+    previous = torch_tconv._C.get_column_budget_bytes()
+    torch_tconv._C.set_column_budget_bytes(1)
+    yield
+    torch_tconv._C.set_column_budget_bytes(previous)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("algorithm", ["gemm"], indirect=True)
+@pytest.mark.parametrize("name", ["grouped", "nonsquare_all", "dcgan_k4s2p1"])
+def test_chunked_batch(name, algorithm, device, one_sample_per_chunk):
+    x, w, b, params = make_case(name, 5, torch.float64, device)
+    check_against_oracle(x, w, b, params, torch.float64)

@@ -13,6 +13,8 @@ Layout of the package:
   modules       ConvTranspose2d
 """
 
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 from . import _C  # noqa: F401  (registers the ops)
 from . import _autograd, _fake  # noqa: F401  (registers fake kernels and autograd)
 from .functional import conv_transpose2d
@@ -24,8 +26,6 @@ __version__ = "0.1.0"
 
 def has_cuda_kernels() -> bool:
     """Whether this build registered CUDA kernels for every op."""
-    import torch
-
     return all(
         torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CUDA")
         for op in ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad")

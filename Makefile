@@ -1,0 +1,47 @@
+# Set-up and everyday commands. `make test` and `make bench` each create the
+# virtual environment, install torch and the other dependencies, build the
+# extension and run.
+
+PYTHON ?= python3
+VENV ?= .venv
+# The CUDA 13.0 build of torch, matching the nvcc 13.0 toolkit of our build
+# machines; on a machine without a toolkit the CUDA sources are skipped.
+TORCH_SPEC ?= torch==2.14.1
+OUT ?= gpu-check-out
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deps-installed
+
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+# Build machines have no GPU to detect: name the architectures (A100, H100).
+export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+export MAX_JOBS ?= $(shell nproc)
+
+.PHONY: venv build test test-fast bench gpu-check clean
+
+venv: $(STAMP)
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel ninja
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q pytest hypothesis numpy matplotlib tqdm
+	touch $@
+
+build: venv
+	$(BIN)/pip install -q --no-build-isolation --no-deps .
+
+test: build
+	$(BIN)/pytest tests -q -rs
+
+bench: build
+	$(BIN)/python bench/benchmark.py
+
+# On a machine with a GPU, from a fresh checkout; uses the machine's python3.
+gpu-check:
+	bash scripts/gpu_check.sh $(OUT)
+
+clean:
+	rm -rf build dist *.egg-info torch_tconv/*.so
