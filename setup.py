@@ -52,7 +52,10 @@ def sources(pattern):
 def extension():
     build_cuda, reason = cuda_decision()
     cpp_sources = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-fno-fast-math"]
+    # at::parallel_for is an OpenMP loop in torch's headers: without -fopenmp
+    # it silently runs on one thread.
+    cxx_flags = ["-O3", "-fno-fast-math", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if not build_cuda:
         print(f"torch_tconv: building CPU kernels only ({reason})")
         return CppExtension(
@@ -60,6 +63,7 @@ def extension():
             cpp_sources,
             include_dirs=[os.path.join(HERE, "csrc")],
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
     # Without a GPU, torch cannot detect the architecture (an IndexError in
     # _get_cuda_arch_flags), so a default list is set for such machines.
@@ -75,6 +79,7 @@ def extension():
         include_dirs=[os.path.join(HERE, "csrc")],
         define_macros=[("TORCH_TCONV_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+        extra_link_args=link_flags,
     )
 
 

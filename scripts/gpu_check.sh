@@ -24,6 +24,13 @@ if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   export TORCH_CUDA_ARCH_LIST
 fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+# On the GPU image the g++ first on PATH (/opt/gcc/bin/g++, a wrapper) built
+# an extension that crashed at its first use of std::ostream, inside our own
+# .so (2026-11-24, torch 2.11); the distribution's compiler builds one that
+# works. CXX, when set, still wins.
+if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ]; then
+  export CXX=/usr/bin/g++
+fi
 export TORCH_TCONV_FORCE_CUDA=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -33,7 +40,7 @@ export PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   "$PYTHON" -c 'import sys, torch; print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
   "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version | tail -n 2
-  echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+  echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS CXX=${CXX:-default}"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 

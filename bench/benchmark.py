@@ -1,0 +1,727 @@
+#!/usr/bin/env python
+"""Times torch_tconv.conv_transpose2d against torch.nn.functional.conv_transpose2d.
+
+For every case of a suite of layer shapes taken from real models, and every
+dtype planned for it, the script
+  * checks our forward against torch's once (relative max-abs error),
+  * times the forward alone and forward+backward, alternating ours and torch's
+    call by call after a warm-up, and keeps the median of each,
+  * measures the peak memory of one forward+backward of each,
+and relates the times to ceilings measured in the same run (a large GEMM, and
+on CUDA a device-to-device copy). Results go to DIR/<date>-<device>.{md,json,png}.
+
+    python bench/benchmark.py [--device cpu|cuda|all] [--out DIR] [--quick]
+                              [--dtypes float32 ...] [--repeats N]
+
+ratio = torch time / our time, so a ratio above 1 means torch_tconv is faster.
+See bench/NOTES.md for the method.
+"""
+
+import argparse
+import ctypes
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Benchmark the checkout's in-place build when there is one, rather than
+# whatever torch_tconv happens to be installed.
+if any((REPO_ROOT / "torch_tconv").glob("_C*.so")):
+    sys.path.insert(0, str(REPO_ROOT))
+import torch_tconv  # noqa: E402
+
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+# Relative forward error (max |ours - torch| / max |torch|) above which a case is WRONG.
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 3e-2, "float16": 3e-2}
+
+
+# --- the suite ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    N: int
+    C_in: int
+    C_out: int
+    H: int
+    W: int
+    kernel: int
+    stride: int
+    padding: int
+    output_padding: int
+    groups: int
+    dilation: int
+    bias: bool = True
+
+    def conv_kwargs(self):
+        return dict(stride=self.stride, padding=self.padding,
+                    output_padding=self.output_padding, groups=self.groups,
+                    dilation=self.dilation)
+
+    def output_hw(self):
+        def size(n):
+            return ((n - 1) * self.stride - 2 * self.padding
+                    + self.dilation * (self.kernel - 1) + self.output_padding + 1)
+        return size(self.H), size(self.W)
+
+    def weight_shape(self):
+        return (self.C_in, self.C_out // self.groups, self.kernel, self.kernel)
+
+    def forward_flops(self):
+        # Every input pixel multiplies one kernel slice per output channel of its group.
+        return (2 * self.N * self.C_in * self.H * self.W
+                * (self.C_out // self.groups) * self.kernel * self.kernel)
+
+    def forward_bytes(self, element_size):
+        # A lower bound: each of input, weight and output crosses memory once.
+        h_out, w_out = self.output_hw()
+        elements = (self.N * self.C_in * self.H * self.W
+                    + math.prod(self.weight_shape())
+                    + self.N * self.C_out * h_out * w_out)
+        return elements * element_size
+
+
+SUITE = [
+    # DCGAN generator, batch 64, k4 s2 p1.
+    Case("dcgan-512to256-4x4", 64, 512, 256, 4, 4, 4, 2, 1, 0, 1, 1),
+    Case("dcgan-256to128-8x8", 64, 256, 128, 8, 8, 4, 2, 1, 0, 1, 1),
+    Case("dcgan-128to64-16x16", 64, 128, 64, 16, 16, 4, 2, 1, 0, 1, 1),
+    Case("dcgan-64to3-32x32", 64, 64, 3, 32, 32, 4, 2, 1, 0, 1, 1),
+    # U-Net up-convolutions, batch 8, k2 s2 p0.
+    Case("unet-512to256-32x32", 8, 512, 256, 32, 32, 2, 2, 0, 0, 1, 1),
+    Case("unet-256to128-64x64", 8, 256, 128, 64, 64, 2, 2, 0, 0, 1, 1),
+    # FCN score upsamplers over the 21 VOC classes, batch 4.
+    Case("fcn-k4s2-32x32", 4, 21, 21, 32, 32, 4, 2, 1, 0, 1, 1),
+    Case("fcn-k16s8-16x16", 4, 21, 21, 16, 16, 16, 8, 4, 0, 1, 1),
+    # Decoder layer with output_padding, batch 16.
+    Case("decoder-k3s2op1-32x32", 16, 128, 64, 32, 32, 3, 2, 1, 1, 1, 1),
+    # Grouped and depthwise, batch 16, k4 s2 p1.
+    Case("grouped-g8-32x32", 16, 128, 128, 32, 32, 4, 2, 1, 0, 8, 1),
+    Case("depthwise-g128-32x32", 16, 128, 128, 32, 32, 4, 2, 1, 0, 128, 1),
+    # One large image, mostly a memory check.
+    Case("large-64to32-512x512", 1, 64, 32, 512, 512, 4, 2, 1, 0, 1, 1),
+]
+# Cases also run in float64 (and in bfloat16 on the CPU, where every case in
+# every extra dtype would make a full run too long).
+EXTRA_DTYPE_CASES = {"dcgan-256to128-8x8", "unet-256to128-64x64",
+                     "decoder-k3s2op1-32x32", "depthwise-g128-32x32"}
+QUICK_CASES = {"fcn-k4s2-32x32", "dcgan-64to3-32x32", "decoder-k3s2op1-32x32"}
+
+
+def planned_dtypes(case, device):
+    if device == "cuda":
+        every_case = ["float32", "float16", "bfloat16"]
+        subset = ["float64"]
+    else:
+        every_case = ["float32"]
+        subset = ["float64", "bfloat16"]
+    return every_case + (subset if case.name in EXTRA_DTYPE_CASES else [])
+
+
+# --- timing --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Policy:
+    """How many calls to time. Repeats adapt to the case so that slow cases
+    stay within budget and fast ones still get many samples."""
+    warmup_rounds: int
+    target_s: float  # wall time aimed at per measurement, ours and torch's together
+    min_repeats: int
+    max_repeats: int
+    fixed_repeats: int = 0  # from --repeats; overrides the adaptive count
+
+    def repeats_for(self, pair_s):
+        if self.fixed_repeats:
+            return self.fixed_repeats
+        wanted = math.ceil(self.target_s / max(pair_s, 1e-9))
+        return max(self.min_repeats, min(self.max_repeats, wanted))
+
+
+def make_policy(device, quick, fixed_repeats):
+    if device == "cuda":
+        # GPU calls take micro- to milliseconds: many samples are cheap.
+        policy = (Policy(2, 0.05, 5, 10) if quick else Policy(5, 0.25, 10, 50))
+    else:
+        # Tuned so a full run on a 2-core machine stays near 5-10 minutes.
+        policy = Policy(1, 0.3, 3, 5) if quick else Policy(2, 1.0, 3, 30)
+    return Policy(policy.warmup_rounds, policy.target_s, policy.min_repeats,
+                  policy.max_repeats, fixed_repeats or 0)
+
+
+class CpuTimer:
+    def __call__(self, fn, *args):
+        """Milliseconds taken by fn(*args)."""
+        start = time.perf_counter()
+        fn(*args)
+        return (time.perf_counter() - start) * 1e3
+
+
+class CudaTimer:
+    def __init__(self):
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def __call__(self, fn, *args):
+        """Milliseconds of GPU time between fn(*args) being entered and left."""
+        torch.cuda.synchronize()
+        self.start.record()
+        fn(*args)
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end)
+
+
+def time_alternating(timer, ours, reference, input_sets, policy):
+    """Median milliseconds of ours and of reference, called alternately.
+
+    Call number c uses input set c % len(input_sets); with an odd number of
+    sets neither side always gets the buffers the other has just pulled into
+    cache, and no call reuses the previous call's buffers."""
+    call = 0
+
+    def timed(fn):
+        nonlocal call
+        ms = timer(fn, input_sets[call % len(input_sets)])
+        call += 1
+        return ms
+
+    pair_ms = 0.0
+    for round_number in range(policy.warmup_rounds):
+        pair_ms = timed(ours) + timed(reference)
+        # The first round can carry one-time costs (lazy library loading, cuDNN
+        # handles), so only a later round that is slow on its own cuts warm-up
+        # short, which keeps slow cases within budget.
+        if round_number >= 1 and pair_ms / 1e3 > policy.target_s:
+            break
+    repeats = policy.repeats_for(pair_ms / 1e3)
+    ours_ms, reference_ms = [], []
+    for _ in range(repeats):
+        ours_ms.append(timed(ours))
+        reference_ms.append(timed(reference))
+    return statistics.median(ours_ms), statistics.median(reference_ms), repeats
+
+
+# --- inputs and the two measured functions ---------------------------------------
+
+@dataclass
+class InputSet:
+    x: torch.Tensor
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    grad_out: torch.Tensor
+
+    def leaves(self):
+        return (self.x, self.weight) + ((self.bias,) if self.bias is not None else ())
+
+
+def make_input_set(case, dtype, device):
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device).requires_grad_()
+
+    h_out, w_out = case.output_hw()
+    return InputSet(
+        x=leaf(case.N, case.C_in, case.H, case.W),
+        weight=leaf(*case.weight_shape()),
+        bias=leaf(case.C_out) if case.bias else None,
+        grad_out=torch.randn(case.N, case.C_out, h_out, w_out, dtype=dtype, device=device),
+    )
+
+
+def forward_fn(conv, case):
+    kwargs = case.conv_kwargs()
+
+    def run(s):
+        with torch.no_grad():
+            conv(s.x, s.weight, s.bias, **kwargs)
+    return run
+
+
+def forward_backward_fn(conv, case):
+    kwargs = case.conv_kwargs()
+
+    def run(s):
+        out = conv(s.x, s.weight, s.bias, **kwargs)
+        # autograd.grad rather than backward(): the same gradients, but nothing
+        # accumulates into .grad across repeats, so nothing needs clearing.
+        torch.autograd.grad(out, s.leaves(), s.grad_out)
+    return run
+
+
+def forward_error(case, s):
+    """Relative max-abs difference of our forward from torch's."""
+    with torch.no_grad():
+        ours = torch_tconv.conv_transpose2d(s.x, s.weight, s.bias, **case.conv_kwargs())
+        reference = F.conv_transpose2d(s.x, s.weight, s.bias, **case.conv_kwargs())
+    if ours.shape != reference.shape:
+        raise RuntimeError(f"output shape {tuple(ours.shape)}, torch's {tuple(reference.shape)}")
+    diff = (ours.double() - reference.double()).abs().max().item()
+    scale = reference.double().abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+# --- peak memory -----------------------------------------------------------------
+
+def cuda_peak_mb(fn, s):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn(s)
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE_SIZE
+
+
+def _release_free_heap():
+    # Memory freed by earlier cases can stay resident in malloc's heap and be
+    # reused without raising RSS; handing it back first makes the increase
+    # reflect what this call needs.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def cpu_peak_mb(fn, s):
+    """Peak RSS increase during fn(s), sampled every ~1 ms by a thread.
+    Allocations that live shorter than a sample interval can be missed."""
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    gc.collect()
+    _release_free_heap()
+    before = _rss_bytes()
+    peak = before
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn(s)
+    finally:
+        done.set()
+        sampler.join()
+    return (max(peak, _rss_bytes()) - before) / 2**20
+
+
+# --- ceilings ------------------------------------------------------------------------
+
+def gemm_gflops(device, dtype, n, timer, repeats):
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    c = torch.empty(n, n, dtype=dtype, device=device)
+    for _ in range(2):
+        torch.mm(a, b, out=c)
+    ms = statistics.median(timer(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
+    return 2 * n**3 / (ms / 1e3) / 1e9
+
+
+def measure_ceilings(device, dtype_names, timer, quick):
+    """GFLOP/s of a large torch.mm per dtype, with how it was obtained."""
+    repeats = 3 if quick else (10 if device == "cuda" else 5)
+    n = 8192 if device == "cuda" else 2048
+    measured, ceilings = {}, {}
+    for name in dtype_names:
+        # bf16 torch.mm on the CPU runs at a fraction of a GFLOP/s, far below
+        # what bf16 convolutions reach, so it is no ceiling; use float32's.
+        gemm_dtype = "float32" if device == "cpu" and name == "bfloat16" else name
+        if gemm_dtype not in measured:
+            measured[gemm_dtype] = gemm_gflops(device, DTYPES[gemm_dtype], n, timer, repeats)
+        source = f"torch.mm {gemm_dtype} {n}x{n}x{n}"
+        if gemm_dtype != name:
+            source += f" (stands in for {name}: {name} torch.mm on the CPU is not a usable ceiling)"
+        ceilings[name] = {"gflops": measured[gemm_dtype], "source": source}
+    return ceilings
+
+
+def copy_bandwidth_gbs(timer, quick):
+    """Device-to-device copy of 1 GiB, counting bytes read plus written."""
+    src = torch.empty(2**28, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = statistics.median(timer(dst.copy_, src) for _ in range(5 if quick else 20))
+    return 2 * src.numel() * src.element_size() / (ms / 1e3) / 1e9
+
+
+# --- one device -------------------------------------------------------------------------
+
+def machine_info(device, label, policy):
+    cpu_model, isa = platform.processor() or "unknown", []
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        if match:
+            cpu_model = match.group(1).strip()
+        match = re.search(r"^flags\s*:(.*)$", text, re.M)
+        flags = set(match.group(1).split()) if match else set()
+        # The ISA extensions that decide which CPU kernels torch can use.
+        isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
+                           "amx_tile", "amx_bf16") if f in flags]
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "device": label,
+        "cpu_model": cpu_model,
+        "cpu_isa": isa,
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "torch_threads": torch.get_num_threads(),
+        "torch_tconv": torch_tconv.__version__,
+        "policy": asdict(policy),
+    }
+    if device == "cuda":
+        info.update({
+            "gpu": torch.cuda.get_device_name(),
+            "cudnn": torch.backends.cudnn.version(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "allow_tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        })
+    return info
+
+
+def device_label(device):
+    if device == "cpu":
+        return "cpu"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"cuda-{torch.cuda.get_device_name()}").strip("-")
+
+
+def derived_metrics(times_ms, flops, bytes_moved, ceiling_gflops, bandwidth_gbs):
+    ours_ms, torch_ms = times_ms
+    metrics = {"ours_ms": ours_ms, "torch_ms": torch_ms, "ratio": torch_ms / ours_ms}
+    for who, ms in (("ours", ours_ms), ("torch", torch_ms)):
+        gflops = flops / (ms / 1e3) / 1e9
+        metrics[f"{who}_gflops"] = gflops
+        metrics[f"{who}_gemm_fraction"] = gflops / ceiling_gflops
+        if bandwidth_gbs is not None:
+            gbs = bytes_moved / (ms / 1e3) / 1e9
+            metrics[f"{who}_gbs"] = gbs
+            metrics[f"{who}_bandwidth_fraction"] = gbs / bandwidth_gbs
+    return metrics
+
+
+def run_case(case, dtype_name, device, timer, policy, ceilings, bandwidth_gbs):
+    dtype = DTYPES[dtype_name]
+    result = {"case": case.name, "dtype": dtype_name, **asdict(case)}
+    del result["name"]
+    try:
+        input_sets = [make_input_set(case, dtype, device) for _ in range(3)]
+        error = forward_error(case, input_sets[0])
+        # A NaN or inf error is stored as None (JSON has no NaN) and is WRONG.
+        finite = math.isfinite(error)
+        result.update(rel_err=error if finite else None, tolerance=TOLERANCE[dtype_name],
+                      status="ok" if finite and error <= TOLERANCE[dtype_name] else "WRONG")
+
+        ceiling = ceilings[dtype_name]["gflops"]
+        fwd_bytes = case.forward_bytes(dtype.itemsize)
+        flops = case.forward_flops()
+        fwd = time_alternating(timer, forward_fn(torch_tconv.conv_transpose2d, case),
+                               forward_fn(F.conv_transpose2d, case), input_sets, policy)
+        result["fwd"] = {**derived_metrics(fwd[:2], flops, fwd_bytes, ceiling, bandwidth_gbs),
+                         "repeats": fwd[2]}
+        ours_fb = forward_backward_fn(torch_tconv.conv_transpose2d, case)
+        torch_fb = forward_backward_fn(F.conv_transpose2d, case)
+        fb = time_alternating(timer, ours_fb, torch_fb, input_sets, policy)
+        # The input and weight gradients each cost, and move, what the forward does.
+        result["fwd_bwd"] = {**derived_metrics(fb[:2], 3 * flops, 3 * fwd_bytes, ceiling,
+                                               bandwidth_gbs),
+                             "repeats": fb[2]}
+
+        peak_mb = cuda_peak_mb if device == "cuda" else cpu_peak_mb
+        result["peak_mb"] = {"ours": peak_mb(ours_fb, input_sets[0]),
+                             "torch": peak_mb(torch_fb, input_sets[0])}
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        # One failing case (an unsupported dtype, out of memory) should not
+        # cost the rest of the run.
+        result.update(status="ERROR", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return result
+
+
+def run_device(device, args):
+    policy = make_policy(device, args.quick, args.repeats)
+    if device == "cuda":
+        # Both sides in full fp32: TF32 would trade accuracy for speed in
+        # torch's kernels only.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        timer = CudaTimer()
+    else:
+        timer = CpuTimer()
+
+    plan = [(case, dtype) for case in SUITE
+            if not args.quick or case.name in QUICK_CASES
+            for dtype in planned_dtypes(case, device)
+            if not args.dtypes or dtype in args.dtypes]
+    if not plan:
+        warnings.warn(f"{device}: nothing to run for dtypes {args.dtypes}")
+        return
+
+    label = device_label(device)
+    info = machine_info(device, label, policy)
+    dtype_names = sorted({dtype for _, dtype in plan}, key=list(DTYPES).index)
+    print(f"[{label}] measuring ceilings ...", flush=True)
+    info["ceilings"] = measure_ceilings(device, dtype_names, timer, args.quick)
+    bandwidth = copy_bandwidth_gbs(timer, args.quick) if device == "cuda" else None
+    info["copy_bandwidth_gbs"] = bandwidth
+
+    torch.manual_seed(0)
+    results = []
+    progress = tqdm(plan, desc=label, unit="case")
+    for case, dtype in progress:
+        progress.set_postfix_str(f"{case.name} {dtype}")
+        results.append(run_case(case, dtype, device, timer, policy, info["ceilings"], bandwidth))
+    progress.close()
+
+    table = results_table(results, bandwidth is not None)
+    print()
+    print("\n".join(table))
+    write_outputs(Path(args.out), info, results, table)
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+def _pair(metrics, key, fmt):
+    return f"{metrics['ours_' + key]:{fmt}} / {metrics['torch_' + key]:{fmt}}"
+
+
+def results_table(results, with_bandwidth):
+    header = ["case", "dtype", "rel err", "fwd ms ours / torch", "fwd ratio",
+              "fwd+bwd ms ours / torch", "fwd+bwd ratio",
+              "fwd GFLOP/s ours / torch", "fwd % GEMM ours / torch",
+              "fwd+bwd GFLOP/s ours / torch", "fwd+bwd % GEMM ours / torch"]
+    if with_bandwidth:
+        header += ["fwd GB/s ours / torch", "fwd % copy BW ours / torch"]
+    header += ["peak MB ours / torch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        if r["status"] == "ERROR":
+            cells = [r["case"], r["dtype"], "**ERROR**", r["error"]] + [""] * (len(header) - 4)
+        else:
+            fwd, fb = r["fwd"], r["fwd_bwd"]
+            error = "non-finite" if r["rel_err"] is None else f"{r['rel_err']:.1e}"
+            cells = [r["case"], r["dtype"],
+                     f"**WRONG** {error}" if r["status"] == "WRONG" else error,
+                     _pair(fwd, "ms", ".3g"), f"{fwd['ratio']:.2f}",
+                     _pair(fb, "ms", ".3g"), f"{fb['ratio']:.2f}",
+                     _pair(fwd, "gflops", ".1f"),
+                     f"{100 * fwd['ours_gemm_fraction']:.1f} / {100 * fwd['torch_gemm_fraction']:.1f}",
+                     _pair(fb, "gflops", ".1f"),
+                     f"{100 * fb['ours_gemm_fraction']:.1f} / {100 * fb['torch_gemm_fraction']:.1f}"]
+            if with_bandwidth:
+                cells += [_pair(fwd, "gbs", ".1f"),
+                          f"{100 * fwd['ours_bandwidth_fraction']:.1f} / "
+                          f"{100 * fwd['torch_bandwidth_fraction']:.1f}"]
+            peak = r["peak_mb"]
+            cells.append("n/a" if peak["ours"] is None
+                         else f"{peak['ours']:.1f} / {peak['torch']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def geomean(values):
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def summary_lines(results):
+    lines = ["| dtype | cases | geomean fwd ratio | geomean fwd+bwd ratio | min ratio (case, measurement) |",
+             "|---|---|---|---|---|"]
+    for dtype in DTYPES:
+        # WRONG cases are left out: the speed of a wrong answer means nothing.
+        valid = [r for r in results if r["dtype"] == dtype and r["status"] == "ok"]
+        if not valid:
+            continue
+        worst = min(((r[m]["ratio"], r["case"], m) for r in valid for m in ("fwd", "fwd_bwd")))
+        lines.append(f"| {dtype} | {len(valid)} | {geomean(r['fwd']['ratio'] for r in valid):.2f} | "
+                     f"{geomean(r['fwd_bwd']['ratio'] for r in valid):.2f} | "
+                     f"{worst[0]:.2f} ({worst[1]}, {worst[2].replace('_', '+')}) |")
+    lines.append("")
+    wrong = [r for r in results if r["status"] == "WRONG"]
+    failed = [r for r in results if r["status"] == "ERROR"]
+    if not wrong and not failed:
+        lines.append("All cases match torch's forward within tolerance.")
+    for r in wrong:
+        error = "non-finite" if r["rel_err"] is None else f"{r['rel_err']:.2e}"
+        lines.append(f"- **WRONG**: {r['case']} {r['dtype']}: relative error {error} "
+                     f"> tolerance {r['tolerance']:.0e} (left out of the geomeans)")
+    for r in failed:
+        lines.append(f"- **ERROR**: {r['case']} {r['dtype']}: {r['error']}")
+    return lines
+
+
+def write_outputs(out_dir, info, results, table):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{info['date']}-{info['device']}"
+    with open(f"{stem}.json", "w") as f:
+        json.dump({"machine": info, "results": results}, f, indent=2)
+    chart = write_chart(Path(f"{stem}.png"), info, results)
+
+    ceilings = [f"- {dtype}: {c['gflops']:.1f} GFLOP/s ({c['source']})"
+                for dtype, c in info["ceilings"].items()]
+    if info["copy_bandwidth_gbs"] is not None:
+        ceilings.append(f"- device-to-device copy: {info['copy_bandwidth_gbs']:.0f} GB/s "
+                        "(bytes read + written)")
+    skip = {"date", "device", "ceilings", "copy_bandwidth_gbs", "policy"}
+    machine = [f"- {key}: {value}" for key, value in info.items() if key not in skip]
+    policy = info["policy"]
+    text = [
+        f"# torch_tconv benchmark: {info['device']}, {info['date']}",
+        "",
+        "ratio = torch time / torch_tconv time (> 1: torch_tconv is faster). "
+        "Medians of alternating calls; GFLOP/s count 2 FLOPs per multiply-add, "
+        "fwd+bwd = 3x the forward; % GEMM is relative to the ceiling of the same dtype below.",
+        "",
+        "## Summary",
+        "",
+        *summary_lines(results),
+        "",
+        "## Machine",
+        "",
+        *machine,
+        f"- timing: {policy['warmup_rounds']} warm-up rounds; "
+        + (f"{policy['fixed_repeats']} repeats" if policy["fixed_repeats"] else
+           f"repeats adapted to ~{policy['target_s']} s per measurement, "
+           f"between {policy['min_repeats']} and {policy['max_repeats']}"),
+        "",
+        "## Ceilings",
+        "",
+        *ceilings,
+        "",
+        "## Results",
+        "",
+        *table,
+        "",
+    ]
+    if chart:
+        text += [f"![ratio per case]({chart.name})", ""]
+    with open(f"{stem}.md", "w") as f:
+        f.write("\n".join(text))
+    print(f"\nwrote {stem}.md, {stem}.json" + (f", {chart}" if chart else ""))
+
+
+def write_chart(path, info, results):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+    except ImportError:
+        warnings.warn("matplotlib is not installed; skipping the chart")
+        return None
+
+    timed = [r for r in results if r["status"] != "ERROR"]
+    if not timed:
+        return None
+    # One row per dtype keeps the chart readable when a GPU run has ~40 entries.
+    rows = [[r for r in timed if r["dtype"] == dtype] for dtype in DTYPES]
+    rows = [row for row in rows if row]
+    every_ratio = [r[m]["ratio"] for r in timed for m in ("fwd", "fwd_bwd")]
+    # Never narrower than 0.8..1.25, so ratios near 1 don't look dramatic.
+    low, high = min(every_ratio + [0.8]) / 1.2, max(every_ratio + [1.25]) * 1.2
+    # 0.8 and 1.25 only where the range is narrow enough for them not to crowd 1.
+    fine_ticks = (0.8, 1.25) if high / low < 4 else ()
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) + fine_ticks
+             if low <= t <= high]
+    width = 0.4
+    widest = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), 1, squeeze=False,
+                             figsize=(max(6.0, 0.6 * widest + 2), 4.2 * len(rows)))
+    for ax, row in zip(axes[:, 0], rows):
+        for offset, (measurement, name) in zip((-width / 2, width / 2),
+                                               (("fwd", "forward"), ("fwd_bwd", "forward+backward"))):
+            # Bars grow from 1.0, so slower than torch points down and faster up.
+            ax.bar([i + offset for i in range(len(row))],
+                   [r[measurement]["ratio"] - 1 for r in row], width, bottom=1.0, label=name)
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_ylim(low, high)
+        ax.set_yticks(ticks)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(-0.5, widest - 0.5)
+        ax.set_xticks(range(len(row)))
+        ax.set_xticklabels([r["case"] + (" (WRONG)" if r["status"] == "WRONG" else "")
+                            for r in row], rotation=45, ha="right", fontsize=8)
+        ax.set_title(row[0]["dtype"], fontsize=10)
+        ax.set_ylabel("torch time / our time")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"torch_tconv vs torch: {info['device']}, {info['date']} (> 1: torch_tconv faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --- entry point ------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                        help="all: the CPU, and CUDA when available (default)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"),
+                        help="directory for the .md, .json and .png results (default bench/results)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few small cases with few repeats: a smoke test, not a measurement")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES),
+                        help="run only these of each case's planned dtypes")
+    parser.add_argument("--repeats", type=int,
+                        help="fixed number of timed calls per side instead of the adaptive count")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cuda_usable = torch.cuda.is_available() and torch_tconv.has_cuda_kernels()
+    if args.device == "cuda" and not cuda_usable:
+        sys.exit("CUDA requested, but " + ("torch sees no GPU" if not torch.cuda.is_available()
+                                           else "this torch_tconv build has no CUDA kernels"))
+    if args.device == "all" and torch.cuda.is_available() and not cuda_usable:
+        warnings.warn("a GPU is present but this torch_tconv build has no CUDA kernels; CPU only")
+    devices = {"cpu": ["cpu"], "cuda": ["cuda"],
+               "all": ["cpu", "cuda"] if cuda_usable else ["cpu"]}[args.device]
+    for device in devices:
+        run_device(device, args)
+
+
+if __name__ == "__main__":
+    main()
