@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <numeric>
 
 #include "conv_transpose_args.h"
 
@@ -15,8 +16,9 @@ namespace {
 
 std::atomic<int> g_algorithm{static_cast<int>(Algorithm::kAuto)};
 std::atomic<int64_t> g_column_budget_bytes{kDefaultColumnBudgetBytes};
+std::atomic<bool> g_int32_indices_allowed{true};
 
-bool use_direct(const ConvGeometry& g) {
+bool use_direct(const Geometry& g) {
   switch (static_cast<Algorithm>(g_algorithm.load())) {
     case Algorithm::kGemm:
       return false;
@@ -42,13 +44,13 @@ ConvTransposeParams make_params(
 
 // Geometry of a batched, validated problem: input (N, C_in, in...),
 // output (N, C_out, out...), kernel sizes from the weight.
-ConvGeometry make_geometry(
+Geometry make_geometry(
     at::IntArrayRef input_shape,
     at::IntArrayRef output_shape,
     at::IntArrayRef kernel_size,
     const ConvTransposeParams& p) {
   const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
-  ConvGeometry g{};
+  Geometry g{};
   g.batch = input_shape[0];
   g.groups = p.groups;
   g.in_channels_per_group = input_shape[1] / p.groups;
@@ -63,11 +65,12 @@ ConvGeometry make_geometry(
     g.stride[j] = used ? p.stride[s] : 1;
     g.padding[j] = used ? p.padding[s] : 0;
     g.dilation[j] = used ? p.dilation[s] : 1;
+    g.tap_step[j] = g.stride[j] / std::gcd(g.stride[j], g.dilation[j]);
   }
   return g;
 }
 
-ConvGeometry chunk_of(ConvGeometry g, int64_t batch) {
+Geometry chunk_of(Geometry g, int64_t batch) {
   g.batch = batch;
   return g;
 }
@@ -77,7 +80,7 @@ at::ScalarType col_dtype(const ElementwiseKernels& kernels, at::ScalarType dtype
 }
 
 // Samples per chunk so that one chunk's column buffer stays in the budget.
-int64_t chunk_size(const ConvGeometry& g, at::ScalarType dtype) {
+int64_t chunk_size(const Geometry& g, at::ScalarType dtype) {
   const int64_t per_sample = chunk_of(g, 1).col_numel() * c10::elementSize(dtype);
   return std::clamp<int64_t>(g_column_budget_bytes.load() / std::max<int64_t>(per_sample, 1),
                              1, std::max<int64_t>(g.batch, 1));
@@ -85,7 +88,7 @@ int64_t chunk_size(const ConvGeometry& g, at::ScalarType dtype) {
 
 // The GEMM operand of an input-shaped (N, C_in, in...) chunk: the same data
 // as (groups, C_in/groups, N * in_numel), in the column dtype.
-at::Tensor group_major(const at::Tensor& chunk, const ConvGeometry& g, at::ScalarType dtype) {
+at::Tensor group_major(const at::Tensor& chunk, const Geometry& g, at::ScalarType dtype) {
   const int64_t n = chunk.size(0);
   auto out = at::empty({g.groups, g.in_channels_per_group, n, g.in_numel()},
                        chunk.options().dtype(dtype));
@@ -118,6 +121,14 @@ int64_t get_column_budget_bytes() {
   return g_column_budget_bytes.load();
 }
 
+void set_int32_indices_allowed(bool allowed) {
+  g_int32_indices_allowed.store(allowed);
+}
+
+bool get_int32_indices_allowed() {
+  return g_int32_indices_allowed.load();
+}
+
 at::Tensor conv_transpose(
     const ElementwiseKernels& kernels,
     const at::Tensor& input,
@@ -143,7 +154,7 @@ at::Tensor conv_transpose(
   at::Tensor out = at::empty(out_shape, x.options());
   if (out.numel() == 0) return unbatched ? out.squeeze(0) : out;
 
-  const ConvGeometry g = make_geometry(x.sizes(), out.sizes(), w.sizes().slice(2), p);
+  const Geometry g = make_geometry(x.sizes(), out.sizes(), w.sizes().slice(2), p);
   if (use_direct(g)) {
     kernels.direct_forward(x, w, b, out, g);
   } else {
@@ -159,7 +170,7 @@ at::Tensor conv_transpose(
     const int64_t step = chunk_size(g, dtype);
     for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
       const int64_t n = std::min(step, g.batch - n0);
-      const ConvGeometry gc = chunk_of(g, n);
+      const Geometry gc = chunk_of(g, n);
       const at::Tensor cols = at::bmm(w_t, group_major(x.narrow(0, n0, n), gc, dtype));
       kernels.col2im(cols, b, out.narrow(0, n0, n), gc);
     }
@@ -190,7 +201,7 @@ at::Tensor conv_transpose_input_grad(
   at::Tensor grad_input = at::empty(in_shape, gy.options());
   if (grad_input.numel() == 0) return unbatched ? grad_input.squeeze(0) : grad_input;
 
-  const ConvGeometry g = make_geometry(grad_input.sizes(), gy.sizes(), w.sizes().slice(2), p);
+  const Geometry g = make_geometry(grad_input.sizes(), gy.sizes(), w.sizes().slice(2), p);
   if (use_direct(g)) {
     kernels.direct_input_grad(gy, w, grad_input, g);
   } else {
@@ -205,7 +216,7 @@ at::Tensor conv_transpose_input_grad(
     const int64_t step = chunk_size(g, dtype);
     for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
       const int64_t n = std::min(step, g.batch - n0);
-      const ConvGeometry gc = chunk_of(g, n);
+      const Geometry gc = chunk_of(g, n);
       at::Tensor cols = at::empty({g.groups, g.out_channels_per_group * g.taps(), gc.col_width()},
                                   gy.options().dtype(dtype));
       kernels.im2col(gy.narrow(0, n0, n), cols, gc);
@@ -236,7 +247,7 @@ at::Tensor conv_transpose_weight_grad(
   const at::Tensor x = batched(input, unbatched);
   const at::Tensor gy = batched(grad_output, unbatched);
 
-  const ConvGeometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
+  const Geometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
   if (x.numel() == 0 || gy.numel() == 0) return at::zeros(shape, x.options());
   if (use_direct(g)) {
     at::Tensor grad_weight = at::empty(shape, x.options());
@@ -254,7 +265,7 @@ at::Tensor conv_transpose_weight_grad(
   const int64_t step = chunk_size(g, dtype);
   for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
     const int64_t n = std::min(step, g.batch - n0);
-    const ConvGeometry gc = chunk_of(g, n);
+    const Geometry gc = chunk_of(g, n);
     at::Tensor cols = at::empty({g.groups, g.out_channels_per_group * g.taps(), gc.col_width()},
                                 gy.options().dtype(dtype));
     kernels.im2col(gy.narrow(0, n0, n), cols, gc);

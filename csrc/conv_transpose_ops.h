@@ -23,24 +23,26 @@
 
 namespace torch_tconv {
 
+using Geometry = ConvGeometry<int64_t>;
+
 // A backend's element-wise passes. Tensors are contiguous; `out`-style
 // arguments are written in full. Column buffers have the layout documented in
 // conv_transpose_bodies.h, in the dtype given by cols_in_opmath.
 struct ElementwiseKernels {
   // out (N, C_out, out...) = col2im(cols) + bias.
   void (*col2im)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-                 const at::Tensor& out, const ConvGeometry& g);
+                 const at::Tensor& out, const Geometry& g);
   // cols = im2col(grad_output (N, C_out, out...)).
   void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,
-                 const ConvGeometry& g);
+                 const Geometry& g);
   // Direct path (no GEMM, no column buffer).
   void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,
-                         const at::Tensor& out, const ConvGeometry& g);
+                         const at::Tensor& out, const Geometry& g);
   void (*direct_input_grad)(const at::Tensor& grad_output, const at::Tensor& weight,
-                            const at::Tensor& grad_input, const ConvGeometry& g);
+                            const at::Tensor& grad_input, const Geometry& g);
   void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
-                             const at::Tensor& grad_weight, const ConvGeometry& g);
+                             const at::Tensor& grad_weight, const Geometry& g);
   // True: GEMM operands and column buffers of float16/bfloat16 problems are
   // float32 (the CPU, whose reduced-precision GEMMs are slow). False: they
   // keep the input dtype, and the GEMM accumulates in float32 (cuBLAS).
@@ -59,6 +61,22 @@ Algorithm get_algorithm();
 constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
 void set_column_budget_bytes(int64_t bytes);
 int64_t get_column_budget_bytes();
+
+// Launchers index in 32 bits when every tensor of the problem has fewer than
+// 2^31 elements (cheaper division on the GPU), else in 64 bits. Tests turn
+// the 32-bit choice off to run the 64-bit instantiations on small problems.
+void set_int32_indices_allowed(bool allowed);
+bool get_int32_indices_allowed();
+
+// Calls f(geometry) with the geometry in the index type chosen above.
+template <typename F>
+void dispatch_index_type(const Geometry& g, const F& f) {
+  if (get_int32_indices_allowed() && g.fits_int32()) {
+    f(g.template as<int32_t>());
+  } else {
+    f(g);
+  }
+}
 
 at::Tensor conv_transpose(
     const ElementwiseKernels& kernels,

@@ -79,6 +79,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_column_budget_bytes", &tt::set_column_budget_bytes,
         "Caps the column workspace of one batch chunk (default 128 MiB).");
   m.def("get_column_budget_bytes", &tt::get_column_budget_bytes);
+  m.def("set_int32_indices_allowed", &tt::set_int32_indices_allowed,
+        "Allows (default) or forbids 32-bit index arithmetic in the kernels.");
+  m.def("get_int32_indices_allowed", &tt::get_int32_indices_allowed);
   m.def("get_algorithm", []() {
     switch (tt::get_algorithm()) {
       case tt::Algorithm::kGemm:

@@ -6,6 +6,7 @@
 #   build.log    the build
 #   tests.log    pytest's report; tests.xml the same as JUnit XML
 #   <date>-<device>.{md,json,png}   the benchmark table, data and chart
+#   profile.txt  CUDA time per kernel for a few layers (torch.profiler)
 # Uses only what the machine has (python3 with torch, pytest, ninja); it
 # downloads nothing. Exits non-zero if the build or any test failed.
 set -uo pipefail
@@ -64,4 +65,6 @@ echo "gpu-check: tests ran in $(( $(date +%s) - start )) s"
 start=$(date +%s)
 "$PYTHON" bench/benchmark.py --device cuda --out "$OUT" || status=1
 echo "gpu-check: benchmark ran in $(( $(date +%s) - start )) s"
+
+"$PYTHON" bench/profile_cuda.py --out "$OUT/profile.txt" || status=1
 exit $status

@@ -61,6 +61,22 @@ def test_grid(name, dtype, device, algorithm):
     check_against_oracle(x, w, b, params, dtype)
 
 
+@pytest.fixture
+def int64_indices():
+    """Small problems normally index in 32 bits; this forces the 64-bit
+    instantiations of the kernel bodies, which large tensors use."""
+    torch_tconv._C.set_int32_indices_allowed(False)
+    yield
+    torch_tconv._C.set_int32_indices_allowed(True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_grid_with_64bit_indices(name, device, algorithm, int64_indices):
+    x, w, b, params = make_case(name, 3, torch.float64, device)
+    check_against_oracle(x, w, b, params, torch.float64)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch", [None, 0, 1, 2, 5])
 @pytest.mark.parametrize("name", ["dcgan_k4s2p1", "nonsquare_all", "depthwise"])

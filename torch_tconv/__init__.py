@@ -15,7 +15,15 @@ Layout of the package:
 
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
-from . import _C  # noqa: F401  (registers the ops)
+try:
+    from . import _C  # noqa: F401  (registers the ops)
+except ImportError as error:  # pragma: no cover - depends on how it was installed
+    raise ImportError(
+        "torch_tconv's native extension is not built. Install the package with "
+        "`pip install --no-build-isolation .`, or build it in place with "
+        "`python setup.py build_ext --inplace`; when importing an installed copy, "
+        "run from outside the source tree, whose torch_tconv/ would shadow it."
+    ) from error
 from . import _autograd, _fake  # noqa: F401  (registers fake kernels and autograd)
 from .functional import conv_transpose2d
 from .modules import ConvTranspose2d

@@ -7,6 +7,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
+#include <utility>
+
 #include "../conv_transpose_ops.h"
 
 namespace torch_tconv {
@@ -15,15 +18,19 @@ namespace {
 // Inner-loop steps worth one parallel task.
 constexpr int64_t kStepsPerTask = 32768;
 
-// Runs write(index) for index in [0, numel), in parallel. `cost` is a rough
-// count of inner-loop steps per element, to size the parallel grain.
-template <typename Write>
+// Runs write(index) for index in [0, numel), in parallel, with the index in
+// the geometry's index type. `cost` is a rough count of inner-loop steps per
+// element, to size the parallel grain.
+template <typename index_t, typename Write>
 void for_each_element(int64_t numel, int64_t cost, const Write& write) {
   const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost, 1));
   at::parallel_for(0, numel, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) write(index);
+    for (int64_t index = begin; index < end; ++index) write(static_cast<index_t>(index));
   });
 }
+
+template <typename G>
+using index_type = std::decay_t<decltype(std::declval<G>().batch)>;
 
 template <typename scalar_t>
 const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
@@ -34,68 +41,83 @@ const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-                const at::Tensor& out, const ConvGeometry& g) {
+                const at::Tensor& out, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const opmath_t* c = cols.const_data_ptr<opmath_t>();
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    for_each_element(out.numel(), g.taps(), [&](int64_t i) {
-      y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
+        y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
+      });
     });
   });
 }
 
-void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const ConvGeometry& g) {
+void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "im2col_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     opmath_t* c = cols.mutable_data_ptr<opmath_t>();
-    for_each_element(cols.numel(), 1, [&](int64_t i) {
-      c[i] = static_cast<opmath_t>(im2col_element(gy, g, i));
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
+        c[i] = static_cast<opmath_t>(im2col_element(gy, g, i));
+      });
     });
   });
 }
 
 void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                        const ConvGeometry& g) {
+                        const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(out.scalar_type(), "direct_forward_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    for_each_element(out.numel(), g.taps() * g.in_channels_per_group, [&](int64_t i) {
-      y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      for_each_element<index_t>(out.numel(), g.taps() * g.in_channels_per_group, [&](index_t i) {
+        y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
+      });
     });
   });
 }
 
 void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
-                           const at::Tensor& grad_input, const ConvGeometry& g) {
+                           const at::Tensor& grad_input, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "direct_input_grad_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
-    for_each_element(grad_input.numel(), g.taps() * g.out_channels_per_group, [&](int64_t i) {
-      gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      for_each_element<index_t>(grad_input.numel(), g.taps() * g.out_channels_per_group, [&](index_t i) {
+        gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
+      });
     });
   });
 }
 
 void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
-                            const at::Tensor& grad_weight, const ConvGeometry& g) {
+                            const at::Tensor& grad_weight, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "direct_weight_grad_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-    const int64_t positions = g.batch * g.in_numel();
-    for_each_element(grad_weight.numel(), positions, [&](int64_t i) {
-      gw[i] = static_cast<scalar_t>(
-          direct_weight_grad_partial<opmath_t>(x, gy, g, i, 0, positions, 1));
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      const index_t positions = g.batch * g.in_numel();
+      for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
+        gw[i] = static_cast<scalar_t>(direct_weight_grad_partial<opmath_t>(
+            x, gy, g, i, index_t(0), positions, index_t(1)));
+      });
     });
   });
 }

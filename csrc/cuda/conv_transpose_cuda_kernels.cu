@@ -12,6 +12,8 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 
 #include "conv_transpose_cuda_kernels.h"
 
@@ -30,9 +32,14 @@ __device__ __forceinline__ int64_t first_index() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 
+// In 64 bits even for 32-bit problems: index + stride may pass 2^31 on the
+// last step of a grid-stride loop.
 __device__ __forceinline__ int64_t grid_stride() {
   return static_cast<int64_t>(blockDim.x) * gridDim.x;
 }
+
+template <typename G>
+using index_type = std::decay_t<decltype(std::declval<G>().batch)>;
 
 template <typename scalar_t>
 const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
@@ -42,53 +49,62 @@ const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
 #define TORCH_TCONV_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-template <typename scalar_t>
+// Calls body(i) for i in [0, numel), i in index_t, over a grid-stride loop.
+template <typename index_t, typename Body>
+__device__ __forceinline__ void for_each_index(int64_t numel, const Body& body) {
+  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+    body(static_cast<index_t>(i));
+  }
+}
+
+template <typename scalar_t, typename index_t>
 __global__ void col2im_kernel(const scalar_t* cols, const scalar_t* bias, scalar_t* out,
-                              ConvGeometry g, int64_t numel) {
+                              ConvGeometry<index_t> g, int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+  for_each_index<index_t>(numel, [&](index_t i) {
     out[i] = static_cast<scalar_t>(col2im_element<acc_t>(cols, bias, g, i));
-  }
+  });
 }
 
-template <typename scalar_t>
-__global__ void im2col_kernel(const scalar_t* grad_output, scalar_t* cols, ConvGeometry g,
-                              int64_t numel) {
-  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
-    cols[i] = im2col_element(grad_output, g, i);
-  }
+template <typename scalar_t, typename index_t>
+__global__ void im2col_kernel(const scalar_t* grad_output, scalar_t* cols,
+                              ConvGeometry<index_t> g, int64_t numel) {
+  for_each_index<index_t>(numel, [&](index_t i) { cols[i] = im2col_element(grad_output, g, i); });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void direct_forward_kernel(const scalar_t* input, const scalar_t* weight,
-                                      const scalar_t* bias, scalar_t* out, ConvGeometry g,
-                                      int64_t numel) {
+                                      const scalar_t* bias, scalar_t* out,
+                                      ConvGeometry<index_t> g, int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+  for_each_index<index_t>(numel, [&](index_t i) {
     out[i] = static_cast<scalar_t>(direct_forward_element<acc_t>(input, weight, bias, g, i));
-  }
+  });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void direct_input_grad_kernel(const scalar_t* grad_output, const scalar_t* weight,
-                                         scalar_t* grad_input, ConvGeometry g, int64_t numel) {
+                                         scalar_t* grad_input, ConvGeometry<index_t> g,
+                                         int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t i = first_index(); i < numel; i += grid_stride()) {
+  for_each_index<index_t>(numel, [&](index_t i) {
     grad_input[i] = static_cast<scalar_t>(direct_input_grad_element<acc_t>(grad_output, weight, g, i));
-  }
+  });
 }
 
 // One block per weight element: its threads split the (sample, position) sum
 // and a shared-memory tree adds the partial sums in a fixed order.
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 __global__ void direct_weight_grad_kernel(const scalar_t* input, const scalar_t* grad_output,
-                                          scalar_t* grad_weight, ConvGeometry g, int64_t numel) {
+                                          scalar_t* grad_weight, ConvGeometry<index_t> g,
+                                          int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t partial[kThreads];
-  const int64_t positions = g.batch * g.in_numel();
+  const index_t positions = g.batch * g.in_numel();
   for (int64_t w = blockIdx.x; w < numel; w += gridDim.x) {
     partial[threadIdx.x] = direct_weight_grad_partial<acc_t>(
-        input, grad_output, g, w, threadIdx.x, positions, blockDim.x);
+        input, grad_output, g, static_cast<index_t>(w), static_cast<index_t>(threadIdx.x),
+        positions, static_cast<index_t>(blockDim.x));
     __syncthreads();
     for (int width = kThreads / 2; width > 0; width /= 2) {
       if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
@@ -102,65 +118,83 @@ __global__ void direct_weight_grad_kernel(const scalar_t* input, const scalar_t*
 }  // namespace
 
 void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-            const at::Tensor& out, const ConvGeometry& g) {
+            const at::Tensor& out, const Geometry& geometry) {
   const int64_t numel = out.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cuda", [&] {
-    col2im_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        cols.const_data_ptr<scalar_t>(), bias_ptr<scalar_t>(bias),
-        out.mutable_data_ptr<scalar_t>(), g, numel);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      col2im_kernel<scalar_t, index_t>
+          <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              cols.const_data_ptr<scalar_t>(), bias_ptr<scalar_t>(bias),
+              out.mutable_data_ptr<scalar_t>(), g, numel);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 
-void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const ConvGeometry& g) {
+void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry) {
   const int64_t numel = cols.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(cols.scalar_type(), "im2col_cuda", [&] {
-    im2col_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        grad_output.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g, numel);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      im2col_kernel<scalar_t, index_t>
+          <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              grad_output.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g,
+              numel);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 
 void direct_forward(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                    const ConvGeometry& g) {
+                    const Geometry& geometry) {
   const int64_t numel = out.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(out.scalar_type(), "direct_forward_cuda", [&] {
-    direct_forward_kernel<scalar_t>
-        <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-            bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, numel);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      direct_forward_kernel<scalar_t, index_t>
+          <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+              bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, numel);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 
 void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
-                       const at::Tensor& grad_input, const ConvGeometry& g) {
+                       const at::Tensor& grad_input, const Geometry& geometry) {
   const int64_t numel = grad_input.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "direct_input_grad_cuda", [&] {
-    direct_input_grad_kernel<scalar_t>
-        <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-            grad_input.mutable_data_ptr<scalar_t>(), g, numel);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      direct_input_grad_kernel<scalar_t, index_t>
+          <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+              grad_input.mutable_data_ptr<scalar_t>(), g, numel);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 
 void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
-                        const at::Tensor& grad_weight, const ConvGeometry& g) {
+                        const at::Tensor& grad_weight, const Geometry& geometry) {
   const int64_t numel = grad_weight.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "direct_weight_grad_cuda", [&] {
-    direct_weight_grad_kernel<scalar_t>
-        <<<static_cast<int>(std::min<int64_t>(numel, kMaxBlocks)), kThreads, 0,
-           c10::cuda::getCurrentCUDAStream()>>>(
-            input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
-            grad_weight.mutable_data_ptr<scalar_t>(), g, numel);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      direct_weight_grad_kernel<scalar_t, index_t>
+          <<<static_cast<int>(std::min<int64_t>(numel, kMaxBlocks)), kThreads, 0,
+             c10::cuda::getCurrentCUDAStream()>>>(
+              input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
+              grad_weight.mutable_data_ptr<scalar_t>(), g, numel);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 

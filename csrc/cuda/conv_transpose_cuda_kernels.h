@@ -6,19 +6,19 @@
 
 #include <optional>
 
-#include "../kernels/conv_transpose_bodies.h"
+#include "../conv_transpose_ops.h"
 
 namespace torch_tconv::cuda {
 
 void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-            const at::Tensor& out, const ConvGeometry& g);
-void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const ConvGeometry& g);
+            const at::Tensor& out, const Geometry& g);
+void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& g);
 void direct_forward(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                    const ConvGeometry& g);
+                    const Geometry& g);
 void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
-                       const at::Tensor& grad_input, const ConvGeometry& g);
+                       const at::Tensor& grad_input, const Geometry& g);
 void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
-                        const at::Tensor& grad_weight, const ConvGeometry& g);
+                        const at::Tensor& grad_weight, const Geometry& g);
 
 }  // namespace torch_tconv::cuda

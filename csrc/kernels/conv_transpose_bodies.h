@@ -31,88 +31,149 @@ constexpr int kMaxSpatialDims = 3;
 
 // Shape of one transposed convolution (for a chunk of `batch` samples), with
 // the spatial dims right-aligned in kMaxSpatialDims slots; unused leading
-// slots hold in = out = kernel = stride = dilation = 1 and padding = 0.
+// slots hold in = out = kernel = stride = dilation = tap_step = 1 and
+// padding = 0.
+//
+// index_t is the type of all index arithmetic: int64_t always works; a
+// launcher may pick int32_t when every tensor involved has fewer than 2^31
+// elements (fits_int32), which makes GPU division and modulo much cheaper.
+template <typename index_t>
 struct ConvGeometry {
-  int64_t batch;
-  int64_t groups;
-  int64_t in_channels_per_group;
-  int64_t out_channels_per_group;
-  int64_t in_size[kMaxSpatialDims];
-  int64_t out_size[kMaxSpatialDims];
-  int64_t kernel[kMaxSpatialDims];
-  int64_t stride[kMaxSpatialDims];
-  int64_t padding[kMaxSpatialDims];
-  int64_t dilation[kMaxSpatialDims];
+  index_t batch;
+  index_t groups;
+  index_t in_channels_per_group;
+  index_t out_channels_per_group;
+  index_t in_size[kMaxSpatialDims];
+  index_t out_size[kMaxSpatialDims];
+  index_t kernel[kMaxSpatialDims];
+  index_t stride[kMaxSpatialDims];
+  index_t padding[kMaxSpatialDims];
+  index_t dilation[kMaxSpatialDims];
+  // Distance between consecutive kernel taps that land on the same output
+  // position: stride / gcd(stride, dilation).
+  index_t tap_step[kMaxSpatialDims];
 
-  C10_HOST_DEVICE int64_t in_channels() const {
+  C10_HOST_DEVICE index_t in_channels() const {
     return groups * in_channels_per_group;
   }
-  C10_HOST_DEVICE int64_t out_channels() const {
+  C10_HOST_DEVICE index_t out_channels() const {
     return groups * out_channels_per_group;
   }
-  C10_HOST_DEVICE int64_t in_numel() const {
+  C10_HOST_DEVICE index_t in_numel() const {
     return in_size[0] * in_size[1] * in_size[2];
   }
-  C10_HOST_DEVICE int64_t out_numel() const {
+  C10_HOST_DEVICE index_t out_numel() const {
     return out_size[0] * out_size[1] * out_size[2];
   }
-  C10_HOST_DEVICE int64_t taps() const {
+  C10_HOST_DEVICE index_t taps() const {
     return kernel[0] * kernel[1] * kernel[2];
   }
   // Columns of the column buffer: every (sample, input position) pair.
-  C10_HOST_DEVICE int64_t col_width() const {
+  C10_HOST_DEVICE index_t col_width() const {
     return batch * in_numel();
   }
   // Total size of the column buffer.
-  C10_HOST_DEVICE int64_t col_numel() const {
+  C10_HOST_DEVICE index_t col_numel() const {
     return out_channels() * taps() * col_width();
+  }
+
+  // The same geometry with another index type (the caller checks the range).
+  template <typename other_t>
+  ConvGeometry<other_t> as() const {
+    ConvGeometry<other_t> g;
+    g.batch = static_cast<other_t>(batch);
+    g.groups = static_cast<other_t>(groups);
+    g.in_channels_per_group = static_cast<other_t>(in_channels_per_group);
+    g.out_channels_per_group = static_cast<other_t>(out_channels_per_group);
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      g.in_size[j] = static_cast<other_t>(in_size[j]);
+      g.out_size[j] = static_cast<other_t>(out_size[j]);
+      g.kernel[j] = static_cast<other_t>(kernel[j]);
+      g.stride[j] = static_cast<other_t>(stride[j]);
+      g.padding[j] = static_cast<other_t>(padding[j]);
+      g.dilation[j] = static_cast<other_t>(dilation[j]);
+      g.tap_step[j] = static_cast<other_t>(tap_step[j]);
+    }
+    return g;
+  }
+
+  // Whether 32-bit indices cover the input, output, weight and column
+  // buffer, with room for the intermediate out + padding - k * dilation.
+  // Call it on a 64-bit geometry.
+  bool fits_int32() const {
+    int64_t margin = 0;
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      margin += int64_t(padding[j]) + int64_t(kernel[j]) * dilation[j] + stride[j];
+    }
+    const int64_t sizes[] = {
+        int64_t(batch) * in_channels() * in_numel(),
+        int64_t(batch) * out_channels() * out_numel(),
+        int64_t(in_channels()) * out_channels_per_group * taps(),
+        int64_t(out_channels()) * taps() * batch * in_numel(),
+    };
+    for (int64_t size : sizes) {
+      if (size + margin >= (int64_t(1) << 31)) return false;
+    }
+    return true;
   }
 };
 
 // Splits a linear row-major position into its kMaxSpatialDims coordinates.
+template <typename index_t>
 C10_HOST_DEVICE inline void unravel_spatial(
-    int64_t linear,
-    const int64_t (&size)[kMaxSpatialDims],
-    int64_t (&coord)[kMaxSpatialDims]) {
+    index_t linear,
+    const index_t (&size)[kMaxSpatialDims],
+    index_t (&coord)[kMaxSpatialDims]) {
   coord[2] = linear % size[2];
   linear /= size[2];
   coord[1] = linear % size[1];
   coord[0] = linear / size[1];
 }
 
-C10_HOST_DEVICE inline int64_t ravel_spatial(
-    const int64_t (&coord)[kMaxSpatialDims],
-    const int64_t (&size)[kMaxSpatialDims]) {
+template <typename index_t>
+C10_HOST_DEVICE inline index_t ravel_spatial(
+    const index_t (&coord)[kMaxSpatialDims],
+    const index_t (&size)[kMaxSpatialDims]) {
   return (coord[0] * size[1] + coord[1]) * size[2] + coord[2];
+}
+
+// The first kernel tap of dim j whose scatter can land on output coordinate
+// `out`: the smallest k with (out + padding - k * dilation) divisible by the
+// stride. The others follow every tap_step taps. Returns kernel (no tap) when
+// none exists.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t first_tap(const ConvGeometry<index_t>& g, int j, index_t out) {
+  const index_t limit = g.tap_step[j] < g.kernel[j] ? g.tap_step[j] : g.kernel[j];
+  for (index_t k = 0; k < limit; ++k) {
+    if ((out + g.padding[j] - k * g.dilation[j]) % g.stride[j] == 0) return k;
+  }
+  return g.kernel[j];
 }
 
 // Calls visit(tap, input_position) for every kernel tap whose scatter lands
 // on output position `out` (spatial coordinates), together with the input
 // position it comes from. This is the gather view of the forward pass:
 // i_j = (o_j + padding_j - k_j * dilation_j) / stride_j, when that divides
-// exactly and lies inside the input.
-template <typename Visit>
+// exactly and lies inside the input. Only the taps that divide are visited.
+template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_tap_landing_on(
-    const ConvGeometry& g,
-    const int64_t (&out)[kMaxSpatialDims],
+    const ConvGeometry<index_t>& g,
+    const index_t (&out)[kMaxSpatialDims],
     Visit&& visit) {
-  for (int64_t k0 = 0; k0 < g.kernel[0]; ++k0) {
-    const int64_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
+  for (index_t k0 = first_tap(g, 0, out[0]); k0 < g.kernel[0]; k0 += g.tap_step[0]) {
+    const index_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
     if (t0 < 0) break;  // t0 only decreases with k0
-    if (t0 % g.stride[0] != 0) continue;
-    const int64_t i0 = t0 / g.stride[0];
+    const index_t i0 = t0 / g.stride[0];
     if (i0 >= g.in_size[0]) continue;
-    for (int64_t k1 = 0; k1 < g.kernel[1]; ++k1) {
-      const int64_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
+    for (index_t k1 = first_tap(g, 1, out[1]); k1 < g.kernel[1]; k1 += g.tap_step[1]) {
+      const index_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
       if (t1 < 0) break;
-      if (t1 % g.stride[1] != 0) continue;
-      const int64_t i1 = t1 / g.stride[1];
+      const index_t i1 = t1 / g.stride[1];
       if (i1 >= g.in_size[1]) continue;
-      for (int64_t k2 = 0; k2 < g.kernel[2]; ++k2) {
-        const int64_t t2 = out[2] + g.padding[2] - k2 * g.dilation[2];
+      for (index_t k2 = first_tap(g, 2, out[2]); k2 < g.kernel[2]; k2 += g.tap_step[2]) {
+        const index_t t2 = out[2] + g.padding[2] - k2 * g.dilation[2];
         if (t2 < 0) break;
-        if (t2 % g.stride[2] != 0) continue;
-        const int64_t i2 = t2 / g.stride[2];
+        const index_t i2 = t2 / g.stride[2];
         if (i2 >= g.in_size[2]) continue;
         visit((k0 * g.kernel[1] + k1) * g.kernel[2] + k2,
               (i0 * g.in_size[1] + i1) * g.in_size[2] + i2);
@@ -123,11 +184,12 @@ C10_HOST_DEVICE inline void for_each_tap_landing_on(
 
 // Output position that input position `in` reaches through kernel tap `k`,
 // or -1 when it falls outside the output (cropped by padding).
-C10_HOST_DEVICE inline int64_t scatter_target(
-    const ConvGeometry& g,
-    const int64_t (&in)[kMaxSpatialDims],
-    const int64_t (&k)[kMaxSpatialDims]) {
-  int64_t out[kMaxSpatialDims];
+template <typename index_t>
+C10_HOST_DEVICE inline index_t scatter_target(
+    const ConvGeometry<index_t>& g,
+    const index_t (&in)[kMaxSpatialDims],
+    const index_t (&k)[kMaxSpatialDims]) {
+  index_t out[kMaxSpatialDims];
   for (int j = 0; j < kMaxSpatialDims; ++j) {
     out[j] = in[j] * g.stride[j] - g.padding[j] + k[j] * g.dilation[j];
     if (out[j] < 0 || out[j] >= g.out_size[j]) return -1;
@@ -137,16 +199,16 @@ C10_HOST_DEVICE inline int64_t scatter_target(
 
 // Calls visit(tap, output_position) for every kernel tap through which input
 // position `in` scatters into the output.
-template <typename Visit>
+template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_tap_from(
-    const ConvGeometry& g,
-    const int64_t (&in)[kMaxSpatialDims],
+    const ConvGeometry<index_t>& g,
+    const index_t (&in)[kMaxSpatialDims],
     Visit&& visit) {
-  const int64_t taps = g.taps();
-  for (int64_t tap = 0; tap < taps; ++tap) {
-    int64_t k[kMaxSpatialDims];
+  const index_t taps = g.taps();
+  for (index_t tap = 0; tap < taps; ++tap) {
+    index_t k[kMaxSpatialDims];
     unravel_spatial(tap, g.kernel, k);
-    const int64_t out = scatter_target(g, in, k);
+    const index_t out = scatter_target(g, in, k);
     if (out >= 0) visit(tap, out);
   }
 }
@@ -159,25 +221,25 @@ C10_HOST_DEVICE inline void for_each_tap_from(
 // (n, oc, out spatial) of the chunk's output. Gathers the column entries that
 // land on it, so col2im needs no atomics and is deterministic; the bias is
 // fused in. `bias` may be null.
-template <typename acc_t, typename col_t, typename scalar_t>
+template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t col2im_element(
     const col_t* cols,
     const scalar_t* bias,
-    const ConvGeometry& g,
-    int64_t index) {
-  const int64_t out_numel = g.out_numel();
-  int64_t out[kMaxSpatialDims];
+    const ConvGeometry<index_t>& g,
+    index_t index) {
+  const index_t out_numel = g.out_numel();
+  index_t out[kMaxSpatialDims];
   unravel_spatial(index % out_numel, g.out_size, out);
-  const int64_t nc = index / out_numel;
-  const int64_t oc = nc % g.out_channels();
-  const int64_t n = nc / g.out_channels();
+  const index_t nc = index / out_numel;
+  const index_t oc = nc % g.out_channels();
+  const index_t n = nc / g.out_channels();
 
-  const int64_t width = g.col_width();
+  const index_t width = g.col_width();
   // Row oc * taps of the buffer: group-major order makes (g * C_out_g + oc_g)
   // equal to oc.
   const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
   acc_t acc = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  for_each_tap_landing_on(g, out, [&](int64_t tap, int64_t in) {
+  for_each_tap_landing_on(g, out, [&](index_t tap, index_t in) {
     acc += static_cast<acc_t>(base[tap * width + in]);
   });
   return acc;
@@ -185,22 +247,22 @@ C10_HOST_DEVICE inline acc_t col2im_element(
 
 // One column-buffer element built from grad_output, `index` running over the
 // buffer in its layout. Zero where the tap falls outside the output.
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline scalar_t im2col_element(
     const scalar_t* grad_output,
-    const ConvGeometry& g,
-    int64_t index) {
-  const int64_t width = g.col_width();
-  const int64_t row = index / width;
-  const int64_t col = index % width;
-  const int64_t taps = g.taps();
-  const int64_t oc = row / taps;
-  const int64_t n = col / g.in_numel();
-  int64_t k[kMaxSpatialDims];
-  int64_t in[kMaxSpatialDims];
+    const ConvGeometry<index_t>& g,
+    index_t index) {
+  const index_t width = g.col_width();
+  const index_t row = index / width;
+  const index_t col = index % width;
+  const index_t taps = g.taps();
+  const index_t oc = row / taps;
+  const index_t n = col / g.in_numel();
+  index_t k[kMaxSpatialDims];
+  index_t in[kMaxSpatialDims];
   unravel_spatial(row % taps, g.kernel, k);
   unravel_spatial(col % g.in_numel(), g.in_size, in);
-  const int64_t out = scatter_target(g, in, k);
+  const index_t out = scatter_target(g, in, k);
   if (out < 0) return scalar_t(0);
   return grad_output[(n * g.out_channels() + oc) * g.out_numel() + out];
 }
@@ -213,30 +275,30 @@ C10_HOST_DEVICE inline scalar_t im2col_element(
 // ---------------------------------------------------------------------------
 
 // One output element (n, oc, out spatial) of the forward pass.
-template <typename acc_t, typename scalar_t>
+template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_forward_element(
     const scalar_t* input,
     const scalar_t* weight,
     const scalar_t* bias,
-    const ConvGeometry& g,
-    int64_t index) {
-  const int64_t out_numel = g.out_numel();
-  int64_t out[kMaxSpatialDims];
+    const ConvGeometry<index_t>& g,
+    index_t index) {
+  const index_t out_numel = g.out_numel();
+  index_t out[kMaxSpatialDims];
   unravel_spatial(index % out_numel, g.out_size, out);
-  const int64_t nc = index / out_numel;
-  const int64_t oc = nc % g.out_channels();
-  const int64_t n = nc / g.out_channels();
-  const int64_t group = oc / g.out_channels_per_group;
-  const int64_t oc_g = oc % g.out_channels_per_group;
-  const int64_t taps = g.taps();
-  const int64_t in_numel = g.in_numel();
+  const index_t nc = index / out_numel;
+  const index_t oc = nc % g.out_channels();
+  const index_t n = nc / g.out_channels();
+  const index_t group = oc / g.out_channels_per_group;
+  const index_t oc_g = oc % g.out_channels_per_group;
+  const index_t taps = g.taps();
+  const index_t in_numel = g.in_numel();
 
   acc_t acc = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  for (int64_t ic_g = 0; ic_g < g.in_channels_per_group; ++ic_g) {
-    const int64_t ic = group * g.in_channels_per_group + ic_g;
+  for (index_t ic_g = 0; ic_g < g.in_channels_per_group; ++ic_g) {
+    const index_t ic = group * g.in_channels_per_group + ic_g;
     const scalar_t* x = input + (n * g.in_channels() + ic) * in_numel;
     const scalar_t* w = weight + (ic * g.out_channels_per_group + oc_g) * taps;
-    for_each_tap_landing_on(g, out, [&](int64_t tap, int64_t in) {
+    for_each_tap_landing_on(g, out, [&](index_t tap, index_t in) {
       acc += static_cast<acc_t>(x[in]) * static_cast<acc_t>(w[tap]);
     });
   }
@@ -245,28 +307,28 @@ C10_HOST_DEVICE inline acc_t direct_forward_element(
 
 // One input-gradient element (n, ic, in spatial): gathers grad_output over
 // the window the input position scattered into.
-template <typename acc_t, typename scalar_t>
+template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_input_grad_element(
     const scalar_t* grad_output,
     const scalar_t* weight,
-    const ConvGeometry& g,
-    int64_t index) {
-  const int64_t in_numel = g.in_numel();
-  int64_t in[kMaxSpatialDims];
+    const ConvGeometry<index_t>& g,
+    index_t index) {
+  const index_t in_numel = g.in_numel();
+  index_t in[kMaxSpatialDims];
   unravel_spatial(index % in_numel, g.in_size, in);
-  const int64_t nc = index / in_numel;
-  const int64_t ic = nc % g.in_channels();
-  const int64_t n = nc / g.in_channels();
-  const int64_t group = ic / g.in_channels_per_group;
-  const int64_t taps = g.taps();
-  const int64_t out_numel = g.out_numel();
+  const index_t nc = index / in_numel;
+  const index_t ic = nc % g.in_channels();
+  const index_t n = nc / g.in_channels();
+  const index_t group = ic / g.in_channels_per_group;
+  const index_t taps = g.taps();
+  const index_t out_numel = g.out_numel();
 
   acc_t acc(0);
-  for (int64_t oc_g = 0; oc_g < g.out_channels_per_group; ++oc_g) {
-    const int64_t oc = group * g.out_channels_per_group + oc_g;
+  for (index_t oc_g = 0; oc_g < g.out_channels_per_group; ++oc_g) {
+    const index_t oc = group * g.out_channels_per_group + oc_g;
     const scalar_t* gy = grad_output + (n * g.out_channels() + oc) * out_numel;
     const scalar_t* w = weight + (ic * g.out_channels_per_group + oc_g) * taps;
-    for_each_tap_from(g, in, [&](int64_t tap, int64_t out) {
+    for_each_tap_from(g, in, [&](index_t tap, index_t out) {
       acc += static_cast<acc_t>(gy[out]) * static_cast<acc_t>(w[tap]);
     });
   }
@@ -277,34 +339,35 @@ C10_HOST_DEVICE inline acc_t direct_input_grad_element(
 // (ic, oc_g, tap): the sum over (n, in position) = p for p in
 // [begin, end) stepping by `step`. A CPU launcher takes the whole range in one
 // call; a CUDA block splits it across threads and reduces in a fixed order.
-template <typename acc_t, typename scalar_t>
+template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
     const scalar_t* input,
     const scalar_t* grad_output,
-    const ConvGeometry& g,
-    int64_t weight_index,
-    int64_t begin,
-    int64_t end,
-    int64_t step) {
-  const int64_t taps = g.taps();
-  const int64_t tap = weight_index % taps;
-  const int64_t ic_oc = weight_index / taps;
-  const int64_t oc_g = ic_oc % g.out_channels_per_group;
-  const int64_t ic = ic_oc / g.out_channels_per_group;
-  const int64_t oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
-  const int64_t in_numel = g.in_numel();
-  const int64_t out_numel = g.out_numel();
-  int64_t k[kMaxSpatialDims];
+    const ConvGeometry<index_t>& g,
+    index_t weight_index,
+    index_t begin,
+    index_t end,
+    index_t step) {
+  const index_t taps = g.taps();
+  const index_t tap = weight_index % taps;
+  const index_t ic_oc = weight_index / taps;
+  const index_t oc_g = ic_oc % g.out_channels_per_group;
+  const index_t ic = ic_oc / g.out_channels_per_group;
+  const index_t oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
+  const index_t in_numel = g.in_numel();
+  const index_t out_numel = g.out_numel();
+  index_t k[kMaxSpatialDims];
   unravel_spatial(tap, g.kernel, k);
 
   acc_t acc(0);
-  for (int64_t p = begin; p < end; p += step) {
-    const int64_t n = p / in_numel;
-    int64_t in[kMaxSpatialDims];
-    unravel_spatial(p % in_numel, g.in_size, in);
-    const int64_t out = scatter_target(g, in, k);
+  for (index_t p = begin; p < end; p += step) {
+    const index_t n = p / in_numel;
+    const index_t position = p % in_numel;
+    index_t in[kMaxSpatialDims];
+    unravel_spatial(position, g.in_size, in);
+    const index_t out = scatter_target(g, in, k);
     if (out < 0) continue;
-    acc += static_cast<acc_t>(input[(n * g.in_channels() + ic) * in_numel + p % in_numel]) *
+    acc += static_cast<acc_t>(input[(n * g.in_channels() + ic) * in_numel + position]) *
         static_cast<acc_t>(grad_output[(n * g.out_channels() + oc) * out_numel + out]);
   }
   return acc;
