@@ -25,14 +25,15 @@ if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   export TORCH_CUDA_ARCH_LIST
 fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
-# On the GPU image the g++ first on PATH (/opt/gcc/bin/g++, a wrapper) built
-# an extension that crashed at its first use of std::ostream, inside our own
+# On the GPU image, CXX is preset to /opt/gcc/bin/g++ (a wrapper), and the
+# extension it built crashed at its first use of std::ostream, inside our own
 # .so (2026-11-24, torch 2.11); the distribution's compiler builds one that
-# works. CXX, when set, still wins.
-if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ]; then
+# works. TORCH_TCONV_CXX overrides the choice.
+if [ -n "${TORCH_TCONV_CXX:-}" ]; then
+  export CXX=$TORCH_TCONV_CXX
+elif [ -x /usr/bin/g++ ]; then
   export CXX=/usr/bin/g++
 fi
-export TORCH_TCONV_FORCE_CUDA=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
