@@ -86,6 +86,26 @@ int64_t chunk_size(const Geometry& g, at::ScalarType dtype) {
                              1, std::max<int64_t>(g.batch, 1));
 }
 
+// Calls f(n0, chunk_geometry) for consecutive chunks of the batch, each as
+// many samples as keep its column buffer (in `dtype`) within the budget.
+template <typename F>
+void for_each_chunk(const Geometry& g, at::ScalarType dtype, const F& f) {
+  const int64_t step = chunk_size(g, dtype);
+  for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
+    f(n0, chunk_of(g, std::min(step, g.batch - n0)));
+  }
+}
+
+// im2col of samples [n0, n0 + gc.batch) of grad_output: the column buffer
+// (groups, C_out/groups * taps, n * in_numel) that both gradient GEMMs read.
+at::Tensor grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& grad_output,
+                               int64_t n0, const Geometry& gc, at::ScalarType dtype) {
+  at::Tensor cols = at::empty({gc.groups, gc.out_channels_per_group * gc.taps(), gc.col_width()},
+                              grad_output.options().dtype(dtype));
+  kernels.im2col(grad_output.narrow(0, n0, gc.batch), cols, gc);
+  return cols;
+}
+
 // The GEMM operand of an input-shaped (N, C_in, in...) chunk: the same data
 // as (groups, C_in/groups, N * in_numel), in the column dtype.
 at::Tensor group_major(const at::Tensor& chunk, const Geometry& g, at::ScalarType dtype) {
@@ -167,13 +187,10 @@ at::Tensor conv_transpose(
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype)
             .transpose(1, 2);
-    const int64_t step = chunk_size(g, dtype);
-    for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
-      const int64_t n = std::min(step, g.batch - n0);
-      const Geometry gc = chunk_of(g, n);
-      const at::Tensor cols = at::bmm(w_t, group_major(x.narrow(0, n0, n), gc, dtype));
-      kernels.col2im(cols, b, out.narrow(0, n0, n), gc);
-    }
+    for_each_chunk(g, dtype, [&](int64_t n0, const Geometry& gc) {
+      const at::Tensor cols = at::bmm(w_t, group_major(x.narrow(0, n0, gc.batch), gc, dtype));
+      kernels.col2im(cols, b, out.narrow(0, n0, gc.batch), gc);
+    });
   }
   return unbatched ? out.squeeze(0) : out;
 }
@@ -213,19 +230,15 @@ at::Tensor conv_transpose_input_grad(
     const at::Tensor w_g =
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype);
-    const int64_t step = chunk_size(g, dtype);
-    for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
-      const int64_t n = std::min(step, g.batch - n0);
-      const Geometry gc = chunk_of(g, n);
-      at::Tensor cols = at::empty({g.groups, g.out_channels_per_group * g.taps(), gc.col_width()},
-                                  gy.options().dtype(dtype));
-      kernels.im2col(gy.narrow(0, n0, n), cols, gc);
-      const at::Tensor dx = at::bmm(w_g, cols);  // (G, C_in/G, n * in_numel)
+    for_each_chunk(g, dtype, [&](int64_t n0, const Geometry& gc) {
+      const int64_t n = gc.batch;
+      // (G, C_in/G, n * in_numel), back to (n, C_in, in...) order.
+      const at::Tensor dx = at::bmm(w_g, grad_output_columns(kernels, gy, n0, gc, dtype));
       grad_input.narrow(0, n0, n)
           .view({n, g.groups, g.in_channels_per_group, g.in_numel()})
           .copy_(dx.view({g.groups, g.in_channels_per_group, n, g.in_numel()})
                      .permute({2, 0, 1, 3}));
-    }
+    });
   }
   return unbatched ? grad_input.squeeze(0) : grad_input;
 }
@@ -262,20 +275,15 @@ at::Tensor conv_transpose_weight_grad(
   // with cols = im2col(grad_output), accumulated in the op-math dtype.
   at::Tensor acc = at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
                              x.options().dtype(acc_dtype));
-  const int64_t step = chunk_size(g, dtype);
-  for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
-    const int64_t n = std::min(step, g.batch - n0);
-    const Geometry gc = chunk_of(g, n);
-    at::Tensor cols = at::empty({g.groups, g.out_channels_per_group * g.taps(), gc.col_width()},
-                                gy.options().dtype(dtype));
-    kernels.im2col(gy.narrow(0, n0, n), cols, gc);
-    const at::Tensor x_g = group_major(x.narrow(0, n0, n), gc, dtype);
+  for_each_chunk(g, dtype, [&](int64_t n0, const Geometry& gc) {
+    const at::Tensor cols_t = grad_output_columns(kernels, gy, n0, gc, dtype).transpose(1, 2);
+    const at::Tensor x_g = group_major(x.narrow(0, n0, gc.batch), gc, dtype);
     if (dtype == acc_dtype) {
-      acc.baddbmm_(x_g, cols.transpose(1, 2));
+      acc.baddbmm_(x_g, cols_t);
     } else {
-      acc.add_(at::bmm(x_g, cols.transpose(1, 2)));
+      acc.add_(at::bmm(x_g, cols_t));
     }
-  }
+  });
   return acc.view(shape).to(x.scalar_type());
 }
 

@@ -2,15 +2,13 @@
 // computed by a body from kernels/conv_transpose_bodies.h. Every element is
 // written by exactly one iteration, so results do not depend on the thread
 // count or schedule.
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <type_traits>
-#include <utility>
 
 #include "../conv_transpose_ops.h"
+#include "../launcher_common.h"
 
 namespace torch_tconv {
 namespace {
@@ -28,17 +26,6 @@ void for_each_element(int64_t numel, int64_t cost, const Write& write) {
     for (int64_t index = begin; index < end; ++index) write(static_cast<index_t>(index));
   });
 }
-
-template <typename G>
-using index_type = std::decay_t<decltype(std::declval<G>().batch)>;
-
-template <typename scalar_t>
-const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
-  return bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
-}
-
-#define TORCH_TCONV_DISPATCH(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
                 const at::Tensor& out, const Geometry& geometry) {

@@ -6,15 +6,13 @@
 //
 // Only light headers here: <ATen/ATen.h> roughly doubles nvcc's time per file,
 // and <ATen/cuda/CUDAContext.h> needs cusparse.h, which the toolkit may lack.
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <type_traits>
-#include <utility>
 
+#include "../launcher_common.h"
 #include "conv_transpose_cuda_kernels.h"
 
 namespace torch_tconv::cuda {
@@ -37,17 +35,6 @@ __device__ __forceinline__ int64_t first_index() {
 __device__ __forceinline__ int64_t grid_stride() {
   return static_cast<int64_t>(blockDim.x) * gridDim.x;
 }
-
-template <typename G>
-using index_type = std::decay_t<decltype(std::declval<G>().batch)>;
-
-template <typename scalar_t>
-const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
-  return bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
-}
-
-#define TORCH_TCONV_DISPATCH(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 // Calls body(i) for i in [0, numel), i in index_t, over a grid-stride loop.
 template <typename index_t, typename Body>
