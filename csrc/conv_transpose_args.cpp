@@ -1,6 +1,7 @@
 #include "conv_transpose_args.h"
 
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
 
 #include <algorithm>
 #include <sstream>
@@ -46,6 +47,10 @@ void check_length(
       " values (one per spatial dim), got ", name, "=", tuple_str(values));
 }
 
+// Hyper-parameters stay below 2^31, as PyTorch's own kernels require; larger
+// values describe no layer that fits in memory.
+constexpr int64_t kParamLimit = int64_t(1) << 31;
+
 void check_all(
     const std::string& op,
     const char* name,
@@ -57,6 +62,10 @@ void check_all(
   TORCH_CHECK_VALUE(
       ok, op, ": ", name, " must be ", positive ? "positive" : "non-negative",
       ", got ", name, "=", tuple_str(values));
+  const bool small = std::all_of(values.begin(), values.end(),
+                                 [](int64_t v) { return v < kParamLimit; });
+  TORCH_CHECK_VALUE(small, op, ": ", name, " must be smaller than 2^31, got ", name, "=",
+                    tuple_str(values));
 }
 
 // Ranges and lengths of the hyper-parameters. `check_output_padding` is off
@@ -72,7 +81,8 @@ void check_params(
   check_all(op, "stride", p.stride, /*positive=*/true);
   check_all(op, "padding", p.padding, /*positive=*/false);
   check_all(op, "dilation", p.dilation, /*positive=*/true);
-  TORCH_CHECK_VALUE(p.groups > 0, op, ": groups must be positive, got groups=", p.groups);
+  TORCH_CHECK_VALUE(p.groups > 0 && p.groups < kParamLimit, op,
+                    ": groups must be positive and smaller than 2^31, got groups=", p.groups);
   if (!check_output_padding) return;
   check_length<int64_t>(op, "output_padding", p.output_padding, spatial_dims);
   check_all(op, "output_padding", p.output_padding, /*positive=*/false);
@@ -222,6 +232,28 @@ std::vector<c10::SymInt> implied_output_padding(
   return output_padding;
 }
 
+// The output's element count must fit in int64 (checked when the sizes are
+// known; symbolic sizes are checked when the real kernel runs).
+void check_countable(
+    const std::string& op,
+    const std::vector<c10::SymInt>& shape,
+    const at::Tensor& input,
+    const ConvTransposeParams& p) {
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (const auto& size : shape) {
+    const auto value = size.maybe_as_int();
+    if (!value.has_value()) return;
+    overflow |= c10::mul_overflows(numel, static_cast<uint64_t>(*value), &numel);
+  }
+  TORCH_CHECK_VALUE(
+      !overflow && numel < (uint64_t(1) << 63),
+      op, ": the output would have shape ", tuple_str(shape),
+      ", too many elements to count in 64 bits; it comes from input of shape ",
+      shape_str(input), ", stride=", tuple_str(p.stride), ", padding=", tuple_str(p.padding),
+      ", dilation=", tuple_str(p.dilation), " and output_padding=", tuple_str(p.output_padding));
+}
+
 }  // namespace
 
 std::vector<c10::SymInt> output_padding_for_size(
@@ -300,6 +332,7 @@ std::vector<c10::SymInt> forward_output_shape(
   if (!unbatched) shape.push_back(input.sym_size(0));
   shape.push_back(out_channels);
   shape.insert(shape.end(), out_size.begin(), out_size.end());
+  check_countable(op, shape, input, p);
   return shape;
 }
 

@@ -27,7 +27,7 @@ BAD_INPUTS = {
                                 r"output_padding must be non-negative, got output_padding=\(0, -1\)"),
     "zero stride": (args(stride=(1, 0)), ValueError, r"stride must be positive, got stride=\(1, 0\)"),
     "negative dilation": (args(dilation=-2), ValueError, r"dilation must be positive, got dilation=\(-2, -2\)"),
-    "zero groups": (args(groups=0), ValueError, "groups must be positive, got groups=0"),
+    "zero groups": (args(groups=0), ValueError, "groups must be positive and smaller than 2\\^31, got groups=0"),
     "output_padding too large": (args(output_padding=2, stride=2, dilation=2), ValueError,
                                  r"output_padding must be smaller than stride or dilation.*"
                                  r"output_padding=\(2, 2\) with stride=\(2, 2\) and dilation=\(2, 2\)"),
@@ -55,6 +55,10 @@ BAD_INPUTS = {
     "tuple of wrong length": (args(stride=(1, 2, 3)), ValueError,
                               r"stride must be an int or a tuple of 2 ints, got stride=\(1, 2, 3\)"),
     "padding not an int": (args(padding=1.5), ValueError, r"padding must be an int or a tuple of 2 ints"),
+    "stride beyond int32": (args(stride=(2**31, 1)), ValueError,
+                            r"stride must be smaller than 2\^31, got stride=\(2147483648, 1\)"),
+    "groups beyond int32": (args(groups=2**40), ValueError,
+                            "groups must be positive and smaller than 2\\^31, got groups=1099511627776"),
     "zero spatial size": (args(input=torch.randn(2, 4, 0, 5)), ValueError,
                           "expected input to have non-zero spatial sizes"),
     "input not a tensor": (args(input=[1.0, 2.0]), TypeError, "input must be a Tensor, got list"),
@@ -116,3 +120,12 @@ def test_mixed_devices_rejected_on_meta():
 def test_mixed_cpu_cuda_rejected():
     with pytest.raises(RuntimeError, match="must be on the same device"):
         torch_tconv.conv_transpose2d(torch.randn(1, 4, 5, 5, device="cuda"), torch.randn(4, 3, 3, 3))
+
+
+def test_output_too_large_to_count():
+    """Dilations just under 2^31 on every dim of a 3-D layer would give an
+    output of more than 2^63 elements: refused before any allocation."""
+    x, w = torch.randn(1, 1, 2, 2, 2), torch.randn(1, 1, 2, 2, 2)
+    big = 2**31 - 1
+    with pytest.raises(ValueError, match="too many elements to count in 64 bits"):
+        ops.conv_transpose(x, w, None, [1, 1, 1], [0, 0, 0], [0, 0, 0], [big, big, big], 1)
