@@ -19,7 +19,7 @@ endif
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= $(shell nproc)
 
-.PHONY: venv build test test-fast bench gpu-check clean
+.PHONY: venv build test bench sanitize gpu-check clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ build: venv
 test: build
 	$(BIN)/pytest tests -q -rs
 
+# The CPU suite against an AddressSanitizer + UBSan build (scripts/sanitize.sh).
+sanitize: venv
+	bash scripts/sanitize.sh $(BIN)/python
+
 bench: build
 	$(BIN)/python bench/benchmark.py
 
@@ -44,4 +48,4 @@ gpu-check:
 	bash scripts/gpu_check.sh $(OUT)
 
 clean:
-	rm -rf build dist *.egg-info torch_tconv/*.so
+	rm -rf build build-sanitize build-sanitize.log dist *.egg-info torch_tconv/*.so

@@ -5,6 +5,8 @@ found; that is decided from torch.version.cuda and CUDA_HOME, never from
 torch.cuda.is_available(), because build machines need no GPU.
 Overrides: TORCH_TCONV_FORCE_CUDA=1, TORCH_TCONV_NO_CUDA=1.
 Honoured: CUDA_HOME, TORCH_CUDA_ARCH_LIST, MAX_JOBS.
+TORCH_TCONV_SANITIZE=1 builds the host code with AddressSanitizer and
+UndefinedBehaviorSanitizer (scripts/sanitize.sh).
 """
 
 import glob
@@ -56,6 +58,12 @@ def extension():
     # it silently runs on one thread.
     cxx_flags = ["-O3", "-fno-fast-math", "-fopenmp"]
     link_flags = ["-fopenmp"]
+    if os.environ.get("TORCH_TCONV_SANITIZE") == "1":
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                    "-fno-omit-frame-pointer", "-g"]
+        cxx_flags = ["-O1", "-fno-fast-math", "-fopenmp"] + sanitize
+        link_flags += sanitize
+        print("torch_tconv: building with AddressSanitizer and UndefinedBehaviorSanitizer")
     if not build_cuda:
         print(f"torch_tconv: building CPU kernels only ({reason})")
         return CppExtension(
