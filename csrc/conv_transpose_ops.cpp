@@ -17,6 +17,7 @@ namespace {
 std::atomic<int> g_algorithm{static_cast<int>(Algorithm::kAuto)};
 std::atomic<int64_t> g_column_budget_bytes{kDefaultColumnBudgetBytes};
 std::atomic<bool> g_int32_indices_allowed{true};
+std::atomic<bool> g_cpu_row_kernels{true};
 
 bool use_direct(const Geometry& g) {
   switch (static_cast<Algorithm>(g_algorithm.load())) {
@@ -147,6 +148,14 @@ void set_int32_indices_allowed(bool allowed) {
 
 bool get_int32_indices_allowed() {
   return g_int32_indices_allowed.load();
+}
+
+void set_cpu_row_kernels(bool enabled) {
+  g_cpu_row_kernels.store(enabled);
+}
+
+bool get_cpu_row_kernels() {
+  return g_cpu_row_kernels.load();
 }
 
 at::Tensor conv_transpose(

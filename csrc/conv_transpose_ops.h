@@ -68,6 +68,11 @@ int64_t get_column_budget_bytes();
 void set_int32_indices_allowed(bool allowed);
 bool get_int32_indices_allowed();
 
+// CPU launchers run the row bodies (default) or the element bodies, which the
+// CUDA launchers run; tests compare the two.
+void set_cpu_row_kernels(bool enabled);
+bool get_cpu_row_kernels();
+
 // Calls f(geometry) with the geometry in the index type chosen above.
 template <typename F>
 void dispatch_index_type(const Geometry& g, const F& f) {

@@ -82,6 +82,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_int32_indices_allowed", &tt::set_int32_indices_allowed,
         "Allows (default) or forbids 32-bit index arithmetic in the kernels.");
   m.def("get_int32_indices_allowed", &tt::get_int32_indices_allowed);
+  m.def("set_cpu_row_kernels", &tt::set_cpu_row_kernels,
+        "CPU launchers run the row bodies (True, default) or the element bodies (False).");
+  m.def("get_cpu_row_kernels", &tt::get_cpu_row_kernels);
   m.def("get_algorithm", []() {
     switch (tt::get_algorithm()) {
       case tt::Algorithm::kGemm:

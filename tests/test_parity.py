@@ -143,3 +143,30 @@ def one_sample_per_chunk():
 def test_chunked_batch(name, algorithm, device, one_sample_per_chunk):
     x, w, b, params = make_case(name, 5, torch.float64, device)
     check_against_oracle(x, w, b, params, torch.float64)
+
+
+def forward_and_grads(x, w, b, params, grad_output=None):
+    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
+    out = torch_tconv.conv_transpose2d(x, w, b, **params)
+    if grad_output is None:
+        grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    return (out.detach(), *torch.autograd.grad(out, (x, w, b), grad_output))
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "direct"], indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm):
+    """The CPU runs the row bodies; the CUDA kernels run the element bodies.
+    Both add the same terms in the same order, so they must agree bit for bit,
+    which extends every CPU test of the row bodies to the element bodies."""
+    x, w, b, params = make_case(name, 3, dtype, "cpu")
+    results = []
+    for rows in (True, False):
+        torch_tconv._C.set_cpu_row_kernels(rows)
+        try:
+            results.append(forward_and_grads(x, w, b, params))
+        finally:
+            torch_tconv._C.set_cpu_row_kernels(True)
+    for what, row, element in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
+        assert torch.equal(row, element), what

@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <vector>
+
 
 #include "../conv_transpose_ops.h"
 #include "../launcher_common.h"
@@ -27,6 +29,22 @@ void for_each_element(int64_t numel, int64_t cost, const Write& write) {
   });
 }
 
+// Runs row(r, acc) for every innermost-dim row r of an output-like tensor
+// (`rows` rows of `row_length`), each into an accumulation buffer that is
+// then rounded into out. One buffer per parallel task.
+template <typename index_t, typename acc_t, typename scalar_t, typename Row>
+void for_each_row(scalar_t* out, int64_t rows, int64_t row_length, int64_t cost, const Row& row) {
+  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost * row_length, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(row_length);
+    for (int64_t r = begin; r < end; ++r) {
+      row(static_cast<index_t>(r), acc.data());
+      scalar_t* dst = out + r * row_length;
+      for (int64_t j = 0; j < row_length; ++j) dst[j] = static_cast<scalar_t>(acc[j]);
+    }
+  });
+}
+
 void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
                 const at::Tensor& out, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cpu", [&] {
@@ -36,6 +54,12 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
+      if (get_cpu_row_kernels()) {
+        const int64_t length = g.out_size[2];
+        for_each_row<index_t, opmath_t>(y, out.numel() / length, length, g.taps(),
+                                        [&](index_t r, opmath_t* acc) { col2im_row(c, b, g, r, acc); });
+        return;
+      }
       for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
         y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
       });
@@ -50,6 +74,16 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
     opmath_t* c = cols.mutable_data_ptr<opmath_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
+      if (get_cpu_row_kernels()) {
+        const int64_t length = g.in_size[2];
+        const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
+        at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            im2col_row(gy, g, static_cast<index_t>(r), c + r * length);
+          }
+        });
+        return;
+      }
       for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
         c[i] = static_cast<opmath_t>(im2col_element(gy, g, i));
       });
@@ -68,7 +102,16 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
-      for_each_element<index_t>(out.numel(), g.taps() * g.in_channels_per_group, [&](index_t i) {
+      const int64_t cost = g.taps() * g.in_channels_per_group;
+      if (get_cpu_row_kernels()) {
+        const int64_t length = g.out_size[2];
+        for_each_row<index_t, opmath_t>(y, out.numel() / length, length, cost,
+                                        [&](index_t r, opmath_t* acc) {
+                                          direct_forward_row(x, w, b, g, r, acc);
+                                        });
+        return;
+      }
+      for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
         y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
       });
     });

@@ -268,6 +268,149 @@ C10_HOST_DEVICE inline scalar_t im2col_element(
 }
 
 // ---------------------------------------------------------------------------
+// Row bodies: the same sums as the element bodies, a whole innermost-dim row
+// at a time. The divisions that locate kernel taps happen once per row, and
+// the inner loop is a strided walk along the row. For every output element
+// the taps are added in the same order as in the element bodies, so both give
+// bitwise-identical results (tests compare them). The CPU launchers use these;
+// the element bodies stay what the CUDA launchers run.
+// ---------------------------------------------------------------------------
+
+// Range [lo, hi) of input positions along the innermost dim whose scatter
+// through tap k2 lands inside the output: o2 = i2 * stride + shift.
+template <typename index_t>
+C10_HOST_DEVICE inline void inner_range(
+    const ConvGeometry<index_t>& g, index_t k2, index_t& shift, index_t& lo, index_t& hi) {
+  const index_t s = g.stride[2];
+  shift = k2 * g.dilation[2] - g.padding[2];
+  lo = shift >= 0 ? 0 : (-shift + s - 1) / s;
+  const index_t last = g.out_size[2] - 1 - shift;  // largest i2 * s allowed
+  hi = last < 0 ? 0 : last / s + 1;
+  if (hi > g.in_size[2]) hi = g.in_size[2];
+  if (lo > hi) lo = hi;
+}
+
+// Splits a row index over (n, c, d0, d1) of a (N, C, size0, size1, size2)
+// tensor into its sample, channel and the two outer spatial coordinates.
+template <typename index_t>
+C10_HOST_DEVICE inline void unravel_row(
+    index_t row, index_t channels, const index_t (&size)[kMaxSpatialDims],
+    index_t& n, index_t& c, index_t (&coord)[kMaxSpatialDims]) {
+  coord[1] = row % size[1];
+  row /= size[1];
+  coord[0] = row % size[0];
+  row /= size[0];
+  coord[2] = 0;
+  c = row % channels;
+  n = row / channels;
+}
+
+// Calls visit(k0 * kernel[1] + k1, input row i0 * in_size[1] + i1) for the
+// taps of the two outer dims that land on output row (out0, out1).
+template <typename index_t, typename Visit>
+C10_HOST_DEVICE inline void for_each_outer_tap_landing_on(
+    const ConvGeometry<index_t>& g, const index_t (&out)[kMaxSpatialDims], Visit&& visit) {
+  for (index_t k0 = first_tap(g, 0, out[0]); k0 < g.kernel[0]; k0 += g.tap_step[0]) {
+    const index_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
+    if (t0 < 0) break;
+    const index_t i0 = t0 / g.stride[0];
+    if (i0 >= g.in_size[0]) continue;
+    for (index_t k1 = first_tap(g, 1, out[1]); k1 < g.kernel[1]; k1 += g.tap_step[1]) {
+      const index_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
+      if (t1 < 0) break;
+      const index_t i1 = t1 / g.stride[1];
+      if (i1 >= g.in_size[1]) continue;
+      visit(k0 * g.kernel[1] + k1, i0 * g.in_size[1] + i1);
+    }
+  }
+}
+
+// One output row (n, oc, out0, out1, all out2) of col2im into acc, which
+// holds out_size[2] values; `row` runs over N * C_out * out0 * out1.
+template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void col2im_row(
+    const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g, index_t row,
+    acc_t* acc) {
+  index_t n, oc, out[kMaxSpatialDims];
+  unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
+  const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
+  for (index_t o2 = 0; o2 < g.out_size[2]; ++o2) acc[o2] = init;
+  const index_t width = g.col_width();
+  const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
+  const index_t s = g.stride[2];
+  for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
+    for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
+      index_t shift, lo, hi;
+      inner_range(g, k2, shift, lo, hi);
+      const col_t* src = base + (outer_tap * g.kernel[2] + k2) * width + in_row * g.in_size[2];
+      for (index_t i2 = lo; i2 < hi; ++i2) acc[i2 * s + shift] += static_cast<acc_t>(src[i2]);
+    }
+  });
+}
+
+// One row of the column buffer: for buffer row (oc * taps + tap) and a
+// (sample, input row) pair, the in_size[2] entries im2col_element would give.
+// `row` runs over (C_out * taps) * (N * in0 * in1); the buffer is exactly
+// these rows one after another, so cols_row = cols + row * in_size[2].
+template <typename scalar_t, typename col_t, typename index_t>
+C10_HOST_DEVICE inline void im2col_row(
+    const scalar_t* grad_output, const ConvGeometry<index_t>& g, index_t row, col_t* cols_row) {
+  const index_t in_rows = g.batch * g.in_size[0] * g.in_size[1];
+  const index_t taps = g.taps();
+  const index_t sample_row = row % in_rows;
+  const index_t channel_tap = row / in_rows;
+  const index_t oc = channel_tap / taps;
+  index_t k[kMaxSpatialDims];
+  unravel_spatial(channel_tap % taps, g.kernel, k);
+  const index_t i1 = sample_row % g.in_size[1];
+  const index_t i0 = (sample_row / g.in_size[1]) % g.in_size[0];
+  const index_t n = sample_row / (g.in_size[0] * g.in_size[1]);
+  const index_t o0 = i0 * g.stride[0] - g.padding[0] + k[0] * g.dilation[0];
+  const index_t o1 = i1 * g.stride[1] - g.padding[1] + k[1] * g.dilation[1];
+  index_t shift, lo = 0, hi = 0;
+  const scalar_t* src = nullptr;
+  if (o0 >= 0 && o0 < g.out_size[0] && o1 >= 0 && o1 < g.out_size[1]) {
+    inner_range(g, k[2], shift, lo, hi);
+    src = grad_output + (((n * g.out_channels() + oc) * g.out_size[0] + o0) * g.out_size[1] + o1) *
+        g.out_size[2];
+  }
+  const index_t s = g.stride[2];
+  for (index_t i2 = 0; i2 < lo; ++i2) cols_row[i2] = col_t(0);
+  for (index_t i2 = lo; i2 < hi; ++i2) cols_row[i2] = static_cast<col_t>(src[i2 * s + shift]);
+  for (index_t i2 = hi; i2 < g.in_size[2]; ++i2) cols_row[i2] = col_t(0);
+}
+
+// One output row of the direct forward into acc (out_size[2] values).
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void direct_forward_row(
+    const scalar_t* input, const scalar_t* weight, const scalar_t* bias,
+    const ConvGeometry<index_t>& g, index_t row, acc_t* acc) {
+  index_t n, oc, out[kMaxSpatialDims];
+  unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
+  const index_t group = oc / g.out_channels_per_group;
+  const index_t oc_g = oc % g.out_channels_per_group;
+  const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
+  for (index_t o2 = 0; o2 < g.out_size[2]; ++o2) acc[o2] = init;
+  const index_t s = g.stride[2];
+  for (index_t ic_g = 0; ic_g < g.in_channels_per_group; ++ic_g) {
+    const index_t ic = group * g.in_channels_per_group + ic_g;
+    const scalar_t* x = input + (n * g.in_channels() + ic) * g.in_numel();
+    const scalar_t* w = weight + (ic * g.out_channels_per_group + oc_g) * g.taps();
+    for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
+      for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
+        index_t shift, lo, hi;
+        inner_range(g, k2, shift, lo, hi);
+        const acc_t wk = static_cast<acc_t>(w[outer_tap * g.kernel[2] + k2]);
+        const scalar_t* src = x + in_row * g.in_size[2];
+        for (index_t i2 = lo; i2 < hi; ++i2) {
+          acc[i2 * s + shift] += static_cast<acc_t>(src[i2]) * wk;
+        }
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Direct path: no GEMM and no column buffer. Used for depthwise layers
 // (one input channel per group), where a GEMM would have an inner dimension
 // of 1 and the column buffer would dominate the cost.
