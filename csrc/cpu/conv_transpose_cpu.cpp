@@ -127,7 +127,16 @@ void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weig
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
-      for_each_element<index_t>(grad_input.numel(), g.taps() * g.out_channels_per_group, [&](index_t i) {
+      const int64_t cost = g.taps() * g.out_channels_per_group;
+      if (get_cpu_row_kernels()) {
+        const int64_t length = g.in_size[2];
+        for_each_row<index_t, opmath_t>(gx, grad_input.numel() / length, length, cost,
+                                        [&](index_t r, opmath_t* acc) {
+                                          direct_input_grad_row(gy, w, g, r, acc);
+                                        });
+        return;
+      }
+      for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {
         gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
       });
     });
@@ -144,9 +153,12 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       const index_t positions = g.batch * g.in_numel();
+      const bool rows = get_cpu_row_kernels();
       for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
-        gw[i] = static_cast<scalar_t>(direct_weight_grad_partial<opmath_t>(
-            x, gy, g, i, index_t(0), positions, index_t(1)));
+        gw[i] = static_cast<scalar_t>(
+            rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
+                 : direct_weight_grad_partial<opmath_t>(x, gy, g, i, index_t(0), positions,
+                                                        index_t(1)));
       });
     });
   });

@@ -410,6 +410,91 @@ C10_HOST_DEVICE inline void direct_forward_row(
   }
 }
 
+// Calls visit(k0 * kernel[1] + k1, output row o0 * out_size[1] + o1) for the
+// taps of the two outer dims through which input row (in0, in1) scatters
+// inside the output.
+template <typename index_t, typename Visit>
+C10_HOST_DEVICE inline void for_each_outer_tap_from(
+    const ConvGeometry<index_t>& g, index_t in0, index_t in1, Visit&& visit) {
+  for (index_t k0 = 0; k0 < g.kernel[0]; ++k0) {
+    const index_t o0 = in0 * g.stride[0] - g.padding[0] + k0 * g.dilation[0];
+    if (o0 < 0 || o0 >= g.out_size[0]) continue;
+    for (index_t k1 = 0; k1 < g.kernel[1]; ++k1) {
+      const index_t o1 = in1 * g.stride[1] - g.padding[1] + k1 * g.dilation[1];
+      if (o1 < 0 || o1 >= g.out_size[1]) continue;
+      visit(k0 * g.kernel[1] + k1, o0 * g.out_size[1] + o1);
+    }
+  }
+}
+
+// One input-gradient row (n, ic, in0, in1, all in2) of the direct path into
+// acc (in_size[2] values); `row` runs over N * C_in * in0 * in1.
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void direct_input_grad_row(
+    const scalar_t* grad_output, const scalar_t* weight, const ConvGeometry<index_t>& g,
+    index_t row, acc_t* acc) {
+  index_t n, ic, in[kMaxSpatialDims];
+  unravel_row(row, g.in_channels(), g.in_size, n, ic, in);
+  const index_t group = ic / g.in_channels_per_group;
+  for (index_t i2 = 0; i2 < g.in_size[2]; ++i2) acc[i2] = acc_t(0);
+  const index_t s = g.stride[2];
+  for (index_t oc_g = 0; oc_g < g.out_channels_per_group; ++oc_g) {
+    const index_t oc = group * g.out_channels_per_group + oc_g;
+    const scalar_t* gy = grad_output + (n * g.out_channels() + oc) * g.out_numel();
+    const scalar_t* w = weight + (ic * g.out_channels_per_group + oc_g) * g.taps();
+    for_each_outer_tap_from(g, in[0], in[1], [&](index_t outer_tap, index_t out_row) {
+      for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
+        index_t shift, lo, hi;
+        inner_range(g, k2, shift, lo, hi);
+        const acc_t wk = static_cast<acc_t>(w[outer_tap * g.kernel[2] + k2]);
+        const scalar_t* src = gy + out_row * g.out_size[2];
+        for (index_t i2 = lo; i2 < hi; ++i2) {
+          acc[i2] += static_cast<acc_t>(src[i2 * s + shift]) * wk;
+        }
+      }
+    });
+  }
+}
+
+// One weight-gradient element (ic, oc_g, tap) of the direct path: the sum
+// over every sample and input position, row by row, in the order of
+// direct_weight_grad_partial over the whole range.
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
+    const scalar_t* input, const scalar_t* grad_output, const ConvGeometry<index_t>& g,
+    index_t weight_index) {
+  const index_t taps = g.taps();
+  const index_t tap = weight_index % taps;
+  const index_t ic_oc = weight_index / taps;
+  const index_t oc_g = ic_oc % g.out_channels_per_group;
+  const index_t ic = ic_oc / g.out_channels_per_group;
+  const index_t oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
+  index_t k[kMaxSpatialDims];
+  unravel_spatial(tap, g.kernel, k);
+  index_t shift, lo, hi;
+  inner_range(g, k[2], shift, lo, hi);
+  const index_t s = g.stride[2];
+  acc_t acc(0);
+  for (index_t n = 0; n < g.batch; ++n) {
+    const scalar_t* x = input + (n * g.in_channels() + ic) * g.in_numel();
+    const scalar_t* gy = grad_output + (n * g.out_channels() + oc) * g.out_numel();
+    for (index_t i0 = 0; i0 < g.in_size[0]; ++i0) {
+      const index_t o0 = i0 * g.stride[0] - g.padding[0] + k[0] * g.dilation[0];
+      if (o0 < 0 || o0 >= g.out_size[0]) continue;
+      for (index_t i1 = 0; i1 < g.in_size[1]; ++i1) {
+        const index_t o1 = i1 * g.stride[1] - g.padding[1] + k[1] * g.dilation[1];
+        if (o1 < 0 || o1 >= g.out_size[1]) continue;
+        const scalar_t* x_row = x + (i0 * g.in_size[1] + i1) * g.in_size[2];
+        const scalar_t* gy_row = gy + (o0 * g.out_size[1] + o1) * g.out_size[2];
+        for (index_t i2 = lo; i2 < hi; ++i2) {
+          acc += static_cast<acc_t>(x_row[i2]) * static_cast<acc_t>(gy_row[i2 * s + shift]);
+        }
+      }
+    }
+  }
+  return acc;
+}
+
 // ---------------------------------------------------------------------------
 // Direct path: no GEMM and no column buffer. Used for depthwise layers
 // (one input channel per group), where a GEMM would have an inner dimension
