@@ -88,6 +88,13 @@ MUTATIONS = {
 }
 
 
+if torch.cuda.is_available():
+    # Where a GPU exists: one tensor moved to it, the others left on the CPU.
+    MUTATIONS["mixed devices"] = lambda draw, kw: kw.update(
+        **{name: kw[name].cuda() for name in [draw(st.sampled_from(["input", "weight", "bias"]))]
+           if kw.get(name) is not None})
+
+
 def inject_special(t):
     if not t.dtype.is_floating_point or t.numel() == 0:
         return t
