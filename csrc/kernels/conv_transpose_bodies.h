@@ -150,6 +150,26 @@ C10_HOST_DEVICE inline index_t first_tap(const ConvGeometry<index_t>& g, int j, 
   return g.kernel[j];
 }
 
+// Calls visit(k0 * kernel[1] + k1, input row i0 * in_size[1] + i1) for the
+// taps of the two outer dims that land on output row (out0, out1).
+template <typename index_t, typename Visit>
+C10_HOST_DEVICE inline void for_each_outer_tap_landing_on(
+    const ConvGeometry<index_t>& g, const index_t (&out)[kMaxSpatialDims], Visit&& visit) {
+  for (index_t k0 = first_tap(g, 0, out[0]); k0 < g.kernel[0]; k0 += g.tap_step[0]) {
+    const index_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
+    if (t0 < 0) break;
+    const index_t i0 = t0 / g.stride[0];
+    if (i0 >= g.in_size[0]) continue;
+    for (index_t k1 = first_tap(g, 1, out[1]); k1 < g.kernel[1]; k1 += g.tap_step[1]) {
+      const index_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
+      if (t1 < 0) break;
+      const index_t i1 = t1 / g.stride[1];
+      if (i1 >= g.in_size[1]) continue;
+      visit(k0 * g.kernel[1] + k1, i0 * g.in_size[1] + i1);
+    }
+  }
+}
+
 // Calls visit(tap, input_position) for every kernel tap whose scatter lands
 // on output position `out` (spatial coordinates), together with the input
 // position it comes from. This is the gather view of the forward pass:
@@ -160,26 +180,15 @@ C10_HOST_DEVICE inline void for_each_tap_landing_on(
     const ConvGeometry<index_t>& g,
     const index_t (&out)[kMaxSpatialDims],
     Visit&& visit) {
-  for (index_t k0 = first_tap(g, 0, out[0]); k0 < g.kernel[0]; k0 += g.tap_step[0]) {
-    const index_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
-    if (t0 < 0) break;  // t0 only decreases with k0
-    const index_t i0 = t0 / g.stride[0];
-    if (i0 >= g.in_size[0]) continue;
-    for (index_t k1 = first_tap(g, 1, out[1]); k1 < g.kernel[1]; k1 += g.tap_step[1]) {
-      const index_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
-      if (t1 < 0) break;
-      const index_t i1 = t1 / g.stride[1];
-      if (i1 >= g.in_size[1]) continue;
-      for (index_t k2 = first_tap(g, 2, out[2]); k2 < g.kernel[2]; k2 += g.tap_step[2]) {
-        const index_t t2 = out[2] + g.padding[2] - k2 * g.dilation[2];
-        if (t2 < 0) break;
-        const index_t i2 = t2 / g.stride[2];
-        if (i2 >= g.in_size[2]) continue;
-        visit((k0 * g.kernel[1] + k1) * g.kernel[2] + k2,
-              (i0 * g.in_size[1] + i1) * g.in_size[2] + i2);
-      }
+  for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
+    for (index_t k2 = first_tap(g, 2, out[2]); k2 < g.kernel[2]; k2 += g.tap_step[2]) {
+      const index_t t2 = out[2] + g.padding[2] - k2 * g.dilation[2];
+      if (t2 < 0) break;
+      const index_t i2 = t2 / g.stride[2];
+      if (i2 >= g.in_size[2]) continue;
+      visit(outer_tap * g.kernel[2] + k2, in_row * g.in_size[2] + i2);
     }
-  }
+  });
 }
 
 // Output position that input position `in` reaches through kernel tap `k`,
@@ -303,26 +312,6 @@ C10_HOST_DEVICE inline void unravel_row(
   coord[2] = 0;
   c = row % channels;
   n = row / channels;
-}
-
-// Calls visit(k0 * kernel[1] + k1, input row i0 * in_size[1] + i1) for the
-// taps of the two outer dims that land on output row (out0, out1).
-template <typename index_t, typename Visit>
-C10_HOST_DEVICE inline void for_each_outer_tap_landing_on(
-    const ConvGeometry<index_t>& g, const index_t (&out)[kMaxSpatialDims], Visit&& visit) {
-  for (index_t k0 = first_tap(g, 0, out[0]); k0 < g.kernel[0]; k0 += g.tap_step[0]) {
-    const index_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
-    if (t0 < 0) break;
-    const index_t i0 = t0 / g.stride[0];
-    if (i0 >= g.in_size[0]) continue;
-    for (index_t k1 = first_tap(g, 1, out[1]); k1 < g.kernel[1]; k1 += g.tap_step[1]) {
-      const index_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
-      if (t1 < 0) break;
-      const index_t i1 = t1 / g.stride[1];
-      if (i1 >= g.in_size[1]) continue;
-      visit(k0 * g.kernel[1] + k1, i0 * g.in_size[1] + i1);
-    }
-  }
 }
 
 // One output row (n, oc, out0, out1, all out2) of col2im into acc, which
