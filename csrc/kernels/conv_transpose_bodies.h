@@ -191,6 +191,20 @@ C10_HOST_DEVICE inline void for_each_tap_landing_on(
   });
 }
 
+// Splits a weight index over (ic, oc_g, taps) into the input channel, the
+// output channel (in the input channel's group) and the kernel tap.
+template <typename index_t>
+C10_HOST_DEVICE inline void unravel_weight(
+    const ConvGeometry<index_t>& g, index_t weight_index, index_t& ic, index_t& oc,
+    index_t (&k)[kMaxSpatialDims]) {
+  const index_t taps = g.taps();
+  const index_t ic_oc = weight_index / taps;
+  const index_t oc_g = ic_oc % g.out_channels_per_group;
+  ic = ic_oc / g.out_channels_per_group;
+  oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
+  unravel_spatial(weight_index % taps, g.kernel, k);
+}
+
 // Output position that input position `in` reaches through kernel tap `k`,
 // or -1 when it falls outside the output (cropped by padding).
 template <typename index_t>
@@ -452,14 +466,8 @@ template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
     const scalar_t* input, const scalar_t* grad_output, const ConvGeometry<index_t>& g,
     index_t weight_index) {
-  const index_t taps = g.taps();
-  const index_t tap = weight_index % taps;
-  const index_t ic_oc = weight_index / taps;
-  const index_t oc_g = ic_oc % g.out_channels_per_group;
-  const index_t ic = ic_oc / g.out_channels_per_group;
-  const index_t oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
-  index_t k[kMaxSpatialDims];
-  unravel_spatial(tap, g.kernel, k);
+  index_t ic, oc, k[kMaxSpatialDims];
+  unravel_weight(g, weight_index, ic, oc, k);
   index_t shift, lo, hi;
   inner_range(g, k[2], shift, lo, hi);
   const index_t s = g.stride[2];
@@ -565,16 +573,10 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
     index_t begin,
     index_t end,
     index_t step) {
-  const index_t taps = g.taps();
-  const index_t tap = weight_index % taps;
-  const index_t ic_oc = weight_index / taps;
-  const index_t oc_g = ic_oc % g.out_channels_per_group;
-  const index_t ic = ic_oc / g.out_channels_per_group;
-  const index_t oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
+  index_t ic, oc, k[kMaxSpatialDims];
+  unravel_weight(g, weight_index, ic, oc, k);
   const index_t in_numel = g.in_numel();
   const index_t out_numel = g.out_numel();
-  index_t k[kMaxSpatialDims];
-  unravel_spatial(tap, g.kernel, k);
 
   acc_t acc(0);
   for (index_t p = begin; p < end; p += step) {
