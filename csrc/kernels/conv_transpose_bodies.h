@@ -150,44 +150,45 @@ C10_HOST_DEVICE inline index_t first_tap(const ConvGeometry<index_t>& g, int j, 
   return g.kernel[j];
 }
 
+// Calls visit(k, i) for every tap k of spatial dim j whose scatter lands on
+// output coordinate `out`, with the input coordinate i it comes from:
+// i = (out + padding - k * dilation) / stride, when that divides exactly and
+// lies inside the input. Only the taps that divide are visited.
+template <typename index_t, typename Visit>
+C10_HOST_DEVICE inline void for_each_dim_tap_landing_on(
+    const ConvGeometry<index_t>& g, int j, index_t out, Visit&& visit) {
+  for (index_t k = first_tap(g, j, out); k < g.kernel[j]; k += g.tap_step[j]) {
+    const index_t t = out + g.padding[j] - k * g.dilation[j];
+    if (t < 0) break;  // t only decreases with k
+    const index_t i = t / g.stride[j];
+    if (i < g.in_size[j]) visit(k, i);
+  }
+}
+
 // Calls visit(k0 * kernel[1] + k1, input row i0 * in_size[1] + i1) for the
 // taps of the two outer dims that land on output row (out0, out1).
 template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_outer_tap_landing_on(
     const ConvGeometry<index_t>& g, const index_t (&out)[kMaxSpatialDims], Visit&& visit) {
-  for (index_t k0 = first_tap(g, 0, out[0]); k0 < g.kernel[0]; k0 += g.tap_step[0]) {
-    const index_t t0 = out[0] + g.padding[0] - k0 * g.dilation[0];
-    if (t0 < 0) break;
-    const index_t i0 = t0 / g.stride[0];
-    if (i0 >= g.in_size[0]) continue;
-    for (index_t k1 = first_tap(g, 1, out[1]); k1 < g.kernel[1]; k1 += g.tap_step[1]) {
-      const index_t t1 = out[1] + g.padding[1] - k1 * g.dilation[1];
-      if (t1 < 0) break;
-      const index_t i1 = t1 / g.stride[1];
-      if (i1 >= g.in_size[1]) continue;
+  for_each_dim_tap_landing_on(g, 0, out[0], [&](index_t k0, index_t i0) {
+    for_each_dim_tap_landing_on(g, 1, out[1], [&](index_t k1, index_t i1) {
       visit(k0 * g.kernel[1] + k1, i0 * g.in_size[1] + i1);
-    }
-  }
+    });
+  });
 }
 
 // Calls visit(tap, input_position) for every kernel tap whose scatter lands
 // on output position `out` (spatial coordinates), together with the input
-// position it comes from. This is the gather view of the forward pass:
-// i_j = (o_j + padding_j - k_j * dilation_j) / stride_j, when that divides
-// exactly and lies inside the input. Only the taps that divide are visited.
+// position it comes from: the gather view of the forward pass.
 template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_tap_landing_on(
     const ConvGeometry<index_t>& g,
     const index_t (&out)[kMaxSpatialDims],
     Visit&& visit) {
   for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
-    for (index_t k2 = first_tap(g, 2, out[2]); k2 < g.kernel[2]; k2 += g.tap_step[2]) {
-      const index_t t2 = out[2] + g.padding[2] - k2 * g.dilation[2];
-      if (t2 < 0) break;
-      const index_t i2 = t2 / g.stride[2];
-      if (i2 >= g.in_size[2]) continue;
+    for_each_dim_tap_landing_on(g, 2, out[2], [&](index_t k2, index_t i2) {
       visit(outer_tap * g.kernel[2] + k2, in_row * g.in_size[2] + i2);
-    }
+    });
   });
 }
 
