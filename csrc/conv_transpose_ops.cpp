@@ -80,31 +80,42 @@ at::ScalarType col_dtype(const ElementwiseKernels& kernels, at::ScalarType dtype
   return kernels.cols_in_opmath ? at::toOpMathType(dtype) : dtype;
 }
 
-// Samples per chunk so that one chunk's column buffer stays in the budget.
-int64_t chunk_size(const Geometry& g, at::ScalarType dtype) {
+// Samples per chunk: as many as keep one chunk's column buffer within the
+// backend's preferred working set (on the CPU, about what the caches hold, so
+// that col2im/im2col find the GEMM's columns still in cache) and within the
+// global budget.
+int64_t chunk_size(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype) {
   const int64_t per_sample = chunk_of(g, 1).col_numel() * c10::elementSize(dtype);
-  return std::clamp<int64_t>(g_column_budget_bytes.load() / std::max<int64_t>(per_sample, 1),
-                             1, std::max<int64_t>(g.batch, 1));
+  const int64_t bytes = std::min(g_column_budget_bytes.load(), kernels.column_chunk_bytes);
+  return std::clamp<int64_t>(bytes / std::max<int64_t>(per_sample, 1), 1,
+                             std::max<int64_t>(g.batch, 1));
 }
 
-// Calls f(n0, chunk_geometry) for consecutive chunks of the batch, each as
-// many samples as keep its column buffer (in `dtype`) within the budget.
+// Calls f(n0, chunk_geometry, cols) for consecutive chunks of the batch, each
+// as many samples as chunk_size allows, with cols a
+// (groups, C_out/groups * taps, n * in_numel) column buffer in `dtype`. One
+// buffer serves every chunk: a fresh allocation per chunk would pay the
+// allocator's page faults again each time (about as long as the GEMM itself
+// on the CPU).
 template <typename F>
-void for_each_chunk(const Geometry& g, at::ScalarType dtype, const F& f) {
-  const int64_t step = chunk_size(g, dtype);
+void for_each_chunk(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype,
+                    const at::TensorOptions& options, const F& f) {
+  const int64_t step = chunk_size(kernels, g, dtype);
+  const at::Tensor workspace =
+      at::empty({chunk_of(g, std::min(step, g.batch)).col_numel()}, options.dtype(dtype));
   for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
-    f(n0, chunk_of(g, std::min(step, g.batch - n0)));
+    const Geometry gc = chunk_of(g, std::min(step, g.batch - n0));
+    f(n0, gc,
+      workspace.narrow(0, 0, gc.col_numel())
+          .view({gc.groups, gc.out_channels_per_group * gc.taps(), gc.col_width()}));
   }
 }
 
-// im2col of samples [n0, n0 + gc.batch) of grad_output: the column buffer
-// (groups, C_out/groups * taps, n * in_numel) that both gradient GEMMs read.
-at::Tensor grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& grad_output,
-                               int64_t n0, const Geometry& gc, at::ScalarType dtype) {
-  at::Tensor cols = at::empty({gc.groups, gc.out_channels_per_group * gc.taps(), gc.col_width()},
-                              grad_output.options().dtype(dtype));
+// im2col of samples [n0, n0 + gc.batch) of grad_output into the chunk's
+// column buffer, which both gradient GEMMs read.
+void grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& grad_output,
+                         int64_t n0, const Geometry& gc, at::Tensor cols) {
   kernels.im2col(grad_output.narrow(0, n0, gc.batch), cols, gc);
-  return cols;
 }
 
 // The GEMM operand of an input-shaped (N, C_in, in...) chunk: the same data
@@ -196,10 +207,11 @@ at::Tensor conv_transpose(
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype)
             .transpose(1, 2);
-    for_each_chunk(g, dtype, [&](int64_t n0, const Geometry& gc) {
-      const at::Tensor cols = at::bmm(w_t, group_major(x.narrow(0, n0, gc.batch), gc, dtype));
-      kernels.col2im(cols, b, out.narrow(0, n0, gc.batch), gc);
-    });
+    for_each_chunk(kernels, g, dtype, x.options(),
+                   [&](int64_t n0, const Geometry& gc, at::Tensor cols) {
+                     at::bmm_out(cols, w_t, group_major(x.narrow(0, n0, gc.batch), gc, dtype));
+                     kernels.col2im(cols, b, out.narrow(0, n0, gc.batch), gc);
+                   });
   }
   return unbatched ? out.squeeze(0) : out;
 }
@@ -239,10 +251,12 @@ at::Tensor conv_transpose_input_grad(
     const at::Tensor w_g =
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype);
-    for_each_chunk(g, dtype, [&](int64_t n0, const Geometry& gc) {
+    for_each_chunk(kernels, g, dtype, gy.options(),
+                   [&](int64_t n0, const Geometry& gc, at::Tensor cols) {
       const int64_t n = gc.batch;
+      grad_output_columns(kernels, gy, n0, gc, cols);
       // (G, C_in/G, n * in_numel), back to (n, C_in, in...) order.
-      const at::Tensor dx = at::bmm(w_g, grad_output_columns(kernels, gy, n0, gc, dtype));
+      const at::Tensor dx = at::bmm(w_g, cols);
       grad_input.narrow(0, n0, n)
           .view({n, g.groups, g.in_channels_per_group, g.in_numel()})
           .copy_(dx.view({g.groups, g.in_channels_per_group, n, g.in_numel()})
@@ -284,8 +298,10 @@ at::Tensor conv_transpose_weight_grad(
   // with cols = im2col(grad_output), accumulated in the op-math dtype.
   at::Tensor acc = at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
                              x.options().dtype(acc_dtype));
-  for_each_chunk(g, dtype, [&](int64_t n0, const Geometry& gc) {
-    const at::Tensor cols_t = grad_output_columns(kernels, gy, n0, gc, dtype).transpose(1, 2);
+  for_each_chunk(kernels, g, dtype, x.options(),
+                 [&](int64_t n0, const Geometry& gc, at::Tensor cols) {
+    grad_output_columns(kernels, gy, n0, gc, cols);
+    const at::Tensor cols_t = cols.transpose(1, 2);
     const at::Tensor x_g = group_major(x.narrow(0, n0, gc.batch), gc, dtype);
     if (dtype == acc_dtype) {
       acc.baddbmm_(x_g, cols_t);

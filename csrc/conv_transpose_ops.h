@@ -47,6 +47,10 @@ struct ElementwiseKernels {
   // float32 (the CPU, whose reduced-precision GEMMs are slow). False: they
   // keep the input dtype, and the GEMM accumulates in float32 (cuBLAS).
   bool cols_in_opmath;
+  // Preferred size of one chunk's column buffer: small enough on the CPU for
+  // the GEMM's output to be read back from cache, large on the GPU where
+  // bigger GEMMs and fewer launches win. Capped by the global budget below.
+  int64_t column_chunk_bytes;
 };
 
 // Which algorithm the ops use. kAuto picks per problem; the others force a
@@ -55,9 +59,10 @@ enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2 };
 void set_algorithm(Algorithm algorithm);
 Algorithm get_algorithm();
 
-// Upper bound on the column workspace of one chunk. The batch is processed in
-// chunks of as many samples as fit; a single sample larger than this still
-// runs, alone. Settable so that tests can force many chunks on small problems.
+// Upper bound on the column workspace of one chunk, over every backend's
+// preference. The batch is processed in chunks of as many samples as fit; a
+// single sample larger than this still runs, alone. Settable so that tests can
+// force many chunks on small problems.
 constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
 void set_column_budget_bytes(int64_t bytes);
 int64_t get_column_budget_bytes();

@@ -17,6 +17,7 @@ const ElementwiseKernels& cuda_kernels() {
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
       /*cols_in_opmath=*/false,
+      /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
   };
   return kernels;
 }

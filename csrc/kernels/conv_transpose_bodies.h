@@ -300,18 +300,67 @@ C10_HOST_DEVICE inline scalar_t im2col_element(
 // the element bodies stay what the CUDA launchers run.
 // ---------------------------------------------------------------------------
 
-// Range [lo, hi) of input positions along the innermost dim whose scatter
-// through tap k2 lands inside the output: o2 = i2 * stride + shift.
+// Scattering rows (col2im, the direct forward) accumulate an output row in
+// phase-major order: output position o2 lives at
+//   acc[(o2 % stride) * phase_length + o2 / stride],
+// so that the positions one tap reaches (every stride-th) are contiguous and
+// the inner loop vectorises. The row takes stride * phase_length accumulators.
 template <typename index_t>
-C10_HOST_DEVICE inline void inner_range(
-    const ConvGeometry<index_t>& g, index_t k2, index_t& shift, index_t& lo, index_t& hi) {
+C10_HOST_DEVICE inline index_t phase_length(const ConvGeometry<index_t>& g) {
+  return (g.out_size[2] + g.stride[2] - 1) / g.stride[2];
+}
+
+// Stores a phase-major accumulator row as output row `out` (out_size[2]
+// values, in order).
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void store_phase_major_row(
+    const ConvGeometry<index_t>& g, const acc_t* acc, scalar_t* out) {
   const index_t s = g.stride[2];
-  shift = k2 * g.dilation[2] - g.padding[2];
-  lo = shift >= 0 ? 0 : (-shift + s - 1) / s;
-  const index_t last = g.out_size[2] - 1 - shift;  // largest i2 * s allowed
-  hi = last < 0 ? 0 : last / s + 1;
-  if (hi > g.in_size[2]) hi = g.in_size[2];
-  if (lo > hi) lo = hi;
+  const index_t length = phase_length(g);
+  for (index_t phase = 0; phase < s; ++phase) {
+    const acc_t* src = acc + phase * length;
+    for (index_t q = 0, o2 = phase; o2 < g.out_size[2]; ++q, o2 += s) {
+      out[o2] = static_cast<scalar_t>(src[q]);
+    }
+  }
+}
+
+// Range [lo, hi) of input positions along the innermost dim whose scatter
+// through one tap k2 lands inside the output, at o2 = i2 * stride + shift;
+// in a phase-major accumulator row, i2 lands at acc[acc_offset + i2].
+template <typename index_t>
+struct InnerRange {
+  index_t shift;
+  index_t lo;
+  index_t hi;
+  index_t acc_offset;
+};
+
+template <typename index_t>
+C10_HOST_DEVICE inline InnerRange<index_t> inner_range(const ConvGeometry<index_t>& g,
+                                                      index_t k2) {
+  const index_t s = g.stride[2];
+  InnerRange<index_t> r;
+  r.shift = k2 * g.dilation[2] - g.padding[2];
+  r.lo = r.shift >= 0 ? 0 : (-r.shift + s - 1) / s;
+  const index_t last = g.out_size[2] - 1 - r.shift;  // largest i2 * s allowed
+  r.hi = last < 0 ? 0 : last / s + 1;
+  if (r.hi > g.in_size[2]) r.hi = g.in_size[2];
+  if (r.lo > r.hi) r.lo = r.hi;
+  // o2 = (i2 + q0) * s + phase with phase = shift mod s (in [0, s)).
+  const index_t phase = ((r.shift % s) + s) % s;
+  const index_t q0 = (r.shift - phase) / s;
+  r.acc_offset = phase * phase_length(g) + q0;
+  return r;
+}
+
+// The row bodies below take `ranges`, the kernel[2] entries
+// inner_range(g, 0), ..., inner_range(g, kernel[2] - 1), computed once per
+// launch: per row they would cost more divisions than the row has additions.
+template <typename index_t>
+C10_HOST_DEVICE inline void inner_ranges(const ConvGeometry<index_t>& g,
+                                         InnerRange<index_t>* ranges) {
+  for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) ranges[k2] = inner_range(g, k2);
 }
 
 // Splits a row index over (n, c, d0, d1) of a (N, C, size0, size1, size2)
@@ -329,85 +378,106 @@ C10_HOST_DEVICE inline void unravel_row(
   n = row / channels;
 }
 
-// One output row (n, oc, out0, out1, all out2) of col2im into acc, which
-// holds out_size[2] values; `row` runs over N * C_out * out0 * out1.
+// One output row (n, oc, out0, out1, all out2) of col2im into acc, in
+// phase-major order (see phase_length); `row` runs over N * C_out * out0 * out1.
 template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row(
-    const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g, index_t row,
-    acc_t* acc) {
+    const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g,
+    const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
   index_t n, oc, out[kMaxSpatialDims];
   unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
   const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  for (index_t o2 = 0; o2 < g.out_size[2]; ++o2) acc[o2] = init;
+  const index_t acc_length = g.stride[2] * phase_length(g);
+  for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
   const index_t width = g.col_width();
   const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
-  const index_t s = g.stride[2];
   for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
     for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
-      index_t shift, lo, hi;
-      inner_range(g, k2, shift, lo, hi);
+      const InnerRange<index_t> r = ranges[k2];
       const col_t* src = base + (outer_tap * g.kernel[2] + k2) * width + in_row * g.in_size[2];
-      for (index_t i2 = lo; i2 < hi; ++i2) acc[i2 * s + shift] += static_cast<acc_t>(src[i2]);
+      for (index_t i2 = r.lo; i2 < r.hi; ++i2) acc[r.acc_offset + i2] += static_cast<acc_t>(src[i2]);
     }
   });
 }
 
-// One row of the column buffer: for buffer row (oc * taps + tap) and a
+// Rows [begin, end) of the column buffer, written to cols_rows (which points
+// at row `begin`): each row holds, for buffer row (oc * taps + tap) and one
 // (sample, input row) pair, the in_size[2] entries im2col_element would give.
-// `row` runs over (C_out * taps) * (N * in0 * in1); the buffer is exactly
-// these rows one after another, so cols_row = cols + row * in_size[2].
+// Rows run over (C_out * taps) * (N * in0 * in1), so row r starts at
+// cols + r * in_size[2]. The row coordinates are decoded once and then
+// stepped, so a short row costs no divisions.
 template <typename scalar_t, typename col_t, typename index_t>
-C10_HOST_DEVICE inline void im2col_row(
-    const scalar_t* grad_output, const ConvGeometry<index_t>& g, index_t row, col_t* cols_row) {
+C10_HOST_DEVICE inline void im2col_rows(
+    const scalar_t* grad_output, const ConvGeometry<index_t>& g,
+    const InnerRange<index_t>* ranges, index_t begin, index_t end, col_t* cols_rows) {
   const index_t in_rows = g.batch * g.in_size[0] * g.in_size[1];
   const index_t taps = g.taps();
-  const index_t sample_row = row % in_rows;
-  const index_t channel_tap = row / in_rows;
-  const index_t oc = channel_tap / taps;
-  index_t k[kMaxSpatialDims];
-  unravel_spatial(channel_tap % taps, g.kernel, k);
-  const index_t i1 = sample_row % g.in_size[1];
-  const index_t i0 = (sample_row / g.in_size[1]) % g.in_size[0];
-  const index_t n = sample_row / (g.in_size[0] * g.in_size[1]);
-  const index_t o0 = i0 * g.stride[0] - g.padding[0] + k[0] * g.dilation[0];
-  const index_t o1 = i1 * g.stride[1] - g.padding[1] + k[1] * g.dilation[1];
-  index_t shift, lo = 0, hi = 0;
-  const scalar_t* src = nullptr;
-  if (o0 >= 0 && o0 < g.out_size[0] && o1 >= 0 && o1 < g.out_size[1]) {
-    inner_range(g, k[2], shift, lo, hi);
-    src = grad_output + (((n * g.out_channels() + oc) * g.out_size[0] + o0) * g.out_size[1] + o1) *
-        g.out_size[2];
-  }
+  const index_t length = g.in_size[2];
   const index_t s = g.stride[2];
-  for (index_t i2 = 0; i2 < lo; ++i2) cols_row[i2] = col_t(0);
-  for (index_t i2 = lo; i2 < hi; ++i2) cols_row[i2] = static_cast<col_t>(src[i2 * s + shift]);
-  for (index_t i2 = hi; i2 < g.in_size[2]; ++i2) cols_row[i2] = col_t(0);
+  index_t row = begin;
+  while (row < end) {
+    // One (oc, tap) segment: the tap and its inner range are fixed.
+    const index_t channel_tap = row / in_rows;
+    const index_t oc = channel_tap / taps;
+    index_t k[kMaxSpatialDims];
+    unravel_spatial(channel_tap % taps, g.kernel, k);
+    const InnerRange<index_t> r = ranges[k[2]];
+    const index_t segment_end = end < (channel_tap + 1) * in_rows ? end : (channel_tap + 1) * in_rows;
+    index_t sample_row = row % in_rows;
+    index_t i1 = sample_row % g.in_size[1];
+    sample_row /= g.in_size[1];
+    index_t i0 = sample_row % g.in_size[0];
+    index_t n = sample_row / g.in_size[0];
+    for (; row < segment_end; ++row) {
+      col_t* dst = cols_rows + (row - begin) * length;
+      const index_t o0 = i0 * g.stride[0] - g.padding[0] + k[0] * g.dilation[0];
+      const index_t o1 = i1 * g.stride[1] - g.padding[1] + k[1] * g.dilation[1];
+      index_t lo = 0, hi = 0;
+      const scalar_t* src = nullptr;
+      if (o0 >= 0 && o0 < g.out_size[0] && o1 >= 0 && o1 < g.out_size[1]) {
+        lo = r.lo;
+        hi = r.hi;
+        src = grad_output +
+            (((n * g.out_channels() + oc) * g.out_size[0] + o0) * g.out_size[1] + o1) *
+                g.out_size[2];
+      }
+      for (index_t i2 = 0; i2 < lo; ++i2) dst[i2] = col_t(0);
+      for (index_t i2 = lo; i2 < hi; ++i2) dst[i2] = static_cast<col_t>(src[i2 * s + r.shift]);
+      for (index_t i2 = hi; i2 < length; ++i2) dst[i2] = col_t(0);
+      if (++i1 == g.in_size[1]) {
+        i1 = 0;
+        if (++i0 == g.in_size[0]) {
+          i0 = 0;
+          ++n;
+        }
+      }
+    }
+  }
 }
 
-// One output row of the direct forward into acc (out_size[2] values).
+// One output row of the direct forward into acc, in phase-major order.
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void direct_forward_row(
     const scalar_t* input, const scalar_t* weight, const scalar_t* bias,
-    const ConvGeometry<index_t>& g, index_t row, acc_t* acc) {
+    const ConvGeometry<index_t>& g, const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
   index_t n, oc, out[kMaxSpatialDims];
   unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
   const index_t group = oc / g.out_channels_per_group;
   const index_t oc_g = oc % g.out_channels_per_group;
   const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  for (index_t o2 = 0; o2 < g.out_size[2]; ++o2) acc[o2] = init;
-  const index_t s = g.stride[2];
+  const index_t acc_length = g.stride[2] * phase_length(g);
+  for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
   for (index_t ic_g = 0; ic_g < g.in_channels_per_group; ++ic_g) {
     const index_t ic = group * g.in_channels_per_group + ic_g;
     const scalar_t* x = input + (n * g.in_channels() + ic) * g.in_numel();
     const scalar_t* w = weight + (ic * g.out_channels_per_group + oc_g) * g.taps();
     for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
       for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
-        index_t shift, lo, hi;
-        inner_range(g, k2, shift, lo, hi);
+        const InnerRange<index_t> r = ranges[k2];
         const acc_t wk = static_cast<acc_t>(w[outer_tap * g.kernel[2] + k2]);
         const scalar_t* src = x + in_row * g.in_size[2];
-        for (index_t i2 = lo; i2 < hi; ++i2) {
-          acc[i2 * s + shift] += static_cast<acc_t>(src[i2]) * wk;
+        for (index_t i2 = r.lo; i2 < r.hi; ++i2) {
+          acc[r.acc_offset + i2] += static_cast<acc_t>(src[i2]) * wk;
         }
       }
     });
@@ -436,7 +506,7 @@ C10_HOST_DEVICE inline void for_each_outer_tap_from(
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void direct_input_grad_row(
     const scalar_t* grad_output, const scalar_t* weight, const ConvGeometry<index_t>& g,
-    index_t row, acc_t* acc) {
+    const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
   index_t n, ic, in[kMaxSpatialDims];
   unravel_row(row, g.in_channels(), g.in_size, n, ic, in);
   const index_t group = ic / g.in_channels_per_group;
@@ -448,12 +518,11 @@ C10_HOST_DEVICE inline void direct_input_grad_row(
     const scalar_t* w = weight + (ic * g.out_channels_per_group + oc_g) * g.taps();
     for_each_outer_tap_from(g, in[0], in[1], [&](index_t outer_tap, index_t out_row) {
       for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
-        index_t shift, lo, hi;
-        inner_range(g, k2, shift, lo, hi);
+        const InnerRange<index_t> r = ranges[k2];
         const acc_t wk = static_cast<acc_t>(w[outer_tap * g.kernel[2] + k2]);
         const scalar_t* src = gy + out_row * g.out_size[2];
-        for (index_t i2 = lo; i2 < hi; ++i2) {
-          acc[i2] += static_cast<acc_t>(src[i2 * s + shift]) * wk;
+        for (index_t i2 = r.lo; i2 < r.hi; ++i2) {
+          acc[i2] += static_cast<acc_t>(src[i2 * s + r.shift]) * wk;
         }
       }
     });
@@ -469,8 +538,7 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
     index_t weight_index) {
   index_t ic, oc, k[kMaxSpatialDims];
   unravel_weight(g, weight_index, ic, oc, k);
-  index_t shift, lo, hi;
-  inner_range(g, k[2], shift, lo, hi);
+  const InnerRange<index_t> r = inner_range(g, k[2]);
   const index_t s = g.stride[2];
   acc_t acc(0);
   for (index_t n = 0; n < g.batch; ++n) {
@@ -484,8 +552,8 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
         if (o1 < 0 || o1 >= g.out_size[1]) continue;
         const scalar_t* x_row = x + (i0 * g.in_size[1] + i1) * g.in_size[2];
         const scalar_t* gy_row = gy + (o0 * g.out_size[1] + o1) * g.out_size[2];
-        for (index_t i2 = lo; i2 < hi; ++i2) {
-          acc += static_cast<acc_t>(x_row[i2]) * static_cast<acc_t>(gy_row[i2 * s + shift]);
+        for (index_t i2 = r.lo; i2 < r.hi; ++i2) {
+          acc += static_cast<acc_t>(x_row[i2]) * static_cast<acc_t>(gy_row[i2 * s + r.shift]);
         }
       }
     }
