@@ -18,6 +18,7 @@ std::atomic<int> g_algorithm{static_cast<int>(Algorithm::kAuto)};
 std::atomic<int64_t> g_column_budget_bytes{kDefaultColumnBudgetBytes};
 std::atomic<bool> g_int32_indices_allowed{true};
 std::atomic<bool> g_cpu_row_kernels{true};
+std::atomic<int64_t> g_last_workspace_bytes{0};
 
 bool use_direct(const Geometry& g) {
   switch (static_cast<Algorithm>(g_algorithm.load())) {
@@ -80,51 +81,120 @@ at::ScalarType col_dtype(const ElementwiseKernels& kernels, at::ScalarType dtype
   return kernels.cols_in_opmath ? at::toOpMathType(dtype) : dtype;
 }
 
-// Samples per chunk: as many as keep one chunk's column buffer within the
-// backend's preferred working set (on the CPU, about what the caches hold, so
-// that col2im/im2col find the GEMM's columns still in cache) and within the
-// global budget.
-int64_t chunk_size(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype) {
-  const int64_t per_sample = chunk_of(g, 1).col_numel() * c10::elementSize(dtype);
-  const int64_t bytes = std::min(g_column_budget_bytes.load(), kernels.column_chunk_bytes);
-  return std::clamp<int64_t>(bytes / std::max<int64_t>(per_sample, 1), 1,
-                             std::max<int64_t>(g.batch, 1));
+// A piece of the problem whose column buffer fits the chunk budget: either
+// whole samples [n0, n0 + g.batch), or, when one sample alone is too large,
+// a window of one sample's outer input rows (flattened over the two outer
+// spatial dims). A window's geometry is the sample's with the input cut to
+// the window: in_size shrunk and padding shifted by the window's start, so
+// that every body sees only the taps whose input lies in the window.
+struct Chunk {
+  int64_t n0;
+  Geometry g;
+  // Input positions [position_begin, position_begin + g.in_numel()) of each
+  // sample (all of them for whole samples).
+  int64_t position_begin;
+  bool window;
+};
+
+int64_t chunk_bytes(const ElementwiseKernels& kernels) {
+  return std::min(g_column_budget_bytes.load(), kernels.column_chunk_bytes);
 }
 
-// Calls f(n0, chunk_geometry, cols) for consecutive chunks of the batch, each
-// as many samples as chunk_size allows, with cols a
-// (groups, C_out/groups * taps, n * in_numel) column buffer in `dtype`. One
-// buffer serves every chunk: a fresh allocation per chunk would pay the
+// Windows of `rows` outer input rows of sample n, last window first (see
+// conv_transpose: col2im adds the windows in this order). A window holds
+// whole planes of dim 0 when one plane fits, else rows of one plane.
+template <typename F>
+void for_each_window(const Geometry& g, int64_t n, int64_t rows, const F& f) {
+  const int64_t plane = g.in_size[1];
+  const int64_t in2 = g.in_size[2];
+  auto emit = [&](int64_t i0, int64_t planes, int64_t i1, int64_t count) {
+    Chunk c{n, chunk_of(g, 1), (i0 * plane + i1) * in2, true};
+    c.g.in_size[0] = planes;
+    c.g.padding[0] = g.padding[0] - i0 * g.stride[0];
+    c.g.in_size[1] = count;
+    c.g.padding[1] = g.padding[1] - i1 * g.stride[1];
+    f(c);
+  };
+  if (rows >= plane) {
+    const int64_t planes = rows / plane;
+    for (int64_t end = g.in_size[0]; end > 0; end -= planes) {
+      const int64_t begin = std::max<int64_t>(end - planes, 0);
+      emit(begin, end - begin, 0, plane);
+    }
+  } else {
+    for (int64_t i0 = g.in_size[0] - 1; i0 >= 0; --i0) {
+      for (int64_t end = plane; end > 0; end -= rows) {
+        const int64_t begin = std::max<int64_t>(end - rows, 0);
+        emit(i0, 1, begin, end - begin);
+      }
+    }
+  }
+}
+
+// Calls f(chunk, cols) for chunks covering the problem: as many whole samples
+// as keep the column buffer within the chunk budget (on the CPU about what the
+// caches hold, so that col2im and the gradient GEMMs find the columns just
+// written still in cache), or windows of single samples where the backend
+// supports them and one sample is over the budget. cols is the chunk's
+// (groups, C_out/groups * taps, n * positions) column buffer in `dtype`.
+//
+// One buffer serves every chunk: a fresh allocation per chunk would pay the
 // allocator's page faults again each time (about as long as the GEMM itself
 // on the CPU).
 template <typename F>
 void for_each_chunk(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype,
                     const at::TensorOptions& options, const F& f) {
-  const int64_t step = chunk_size(kernels, g, dtype);
-  const at::Tensor workspace =
-      at::empty({chunk_of(g, std::min(step, g.batch)).col_numel()}, options.dtype(dtype));
+  const int64_t element = c10::elementSize(dtype);
+  const int64_t budget = chunk_bytes(kernels);
+  const int64_t per_sample = chunk_of(g, 1).col_numel() * element;
+  const int64_t outer_rows = g.in_size[0] * g.in_size[1];
+  const int64_t per_row = per_sample / outer_rows;
+  const bool windows = kernels.col2im_window != nullptr && per_sample > budget && outer_rows > 1;
+  const int64_t step =
+      windows ? 1 : std::clamp<int64_t>(budget / std::max<int64_t>(per_sample, 1), 1, g.batch);
+  const int64_t rows = windows ? std::max<int64_t>(budget / std::max<int64_t>(per_row, 1), 1) : 0;
+  const int64_t capacity =
+      windows ? std::min(rows, outer_rows) * per_row / element : step * per_sample / element;
+  const at::Tensor workspace = at::empty({capacity}, options.dtype(dtype));
+  g_last_workspace_bytes.store(capacity * element);
+  auto run = [&](const Chunk& c) {
+    f(c, workspace.narrow(0, 0, c.g.col_numel())
+             .view({c.g.groups, c.g.out_channels_per_group * c.g.taps(), c.g.col_width()}));
+  };
   for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
-    const Geometry gc = chunk_of(g, std::min(step, g.batch - n0));
-    f(n0, gc,
-      workspace.narrow(0, 0, gc.col_numel())
-          .view({gc.groups, gc.out_channels_per_group * gc.taps(), gc.col_width()}));
+    if (windows) {
+      for_each_window(g, n0, rows, run);
+    } else {
+      run(Chunk{n0, chunk_of(g, std::min(step, g.batch - n0)), 0, false});
+    }
   }
 }
 
-// im2col of samples [n0, n0 + gc.batch) of grad_output into the chunk's
-// column buffer, which both gradient GEMMs read.
-void grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& grad_output,
-                         int64_t n0, const Geometry& gc, at::Tensor cols) {
-  kernels.im2col(grad_output.narrow(0, n0, gc.batch), cols, gc);
+// The chunk's part of an (N, C, in...) tensor, as (n, C, positions).
+at::Tensor input_part(const at::Tensor& t, const Chunk& c) {
+  const int64_t n = c.g.batch;
+  return t.narrow(0, c.n0, n)
+      .view({n, t.size(1), -1})
+      .narrow(2, c.position_begin, c.g.in_numel());
 }
 
-// The GEMM operand of an input-shaped (N, C_in, in...) chunk: the same data
-// as (groups, C_in/groups, N * in_numel), in the column dtype.
-at::Tensor group_major(const at::Tensor& chunk, const Geometry& g, at::ScalarType dtype) {
-  const int64_t n = chunk.size(0);
+// im2col of the chunk's part of grad_output into its column buffer, which
+// both gradient GEMMs read.
+void grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& grad_output,
+                         const Chunk& c, const at::Tensor& cols) {
+  kernels.im2col(grad_output.narrow(0, c.n0, c.g.batch), cols, c.g);
+}
+
+// The GEMM operand of the chunk's part of an input-shaped (N, C_in, in...)
+// tensor: the same data as (groups, C_in/groups, n * positions), in the
+// column dtype.
+at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
+  const Geometry& g = c.g;
+  const int64_t n = g.batch;
   auto out = at::empty({g.groups, g.in_channels_per_group, n, g.in_numel()},
-                       chunk.options().dtype(dtype));
-  out.copy_(chunk.reshape({n, g.groups, g.in_channels_per_group, g.in_numel()})
+                       t.options().dtype(dtype));
+  out.copy_(input_part(t, c)
+                .view({n, g.groups, g.in_channels_per_group, g.in_numel()})
                 .permute({1, 2, 0, 3}));
   return out.view({g.groups, g.in_channels_per_group, n * g.in_numel()});
 }
@@ -169,6 +239,10 @@ bool get_cpu_row_kernels() {
   return g_cpu_row_kernels.load();
 }
 
+int64_t last_column_workspace_bytes() {
+  return g_last_workspace_bytes.load();
+}
+
 at::Tensor conv_transpose(
     const ElementwiseKernels& kernels,
     const at::Tensor& input,
@@ -207,11 +281,31 @@ at::Tensor conv_transpose(
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype)
             .transpose(1, 2);
-    for_each_chunk(kernels, g, dtype, x.options(),
-                   [&](int64_t n0, const Geometry& gc, at::Tensor cols) {
-                     at::bmm_out(cols, w_t, group_major(x.narrow(0, n0, gc.batch), gc, dtype));
-                     kernels.col2im(cols, b, out.narrow(0, n0, gc.batch), gc);
-                   });
+    // A sample split into windows of input rows is summed window by window
+    // into its output, last window first: each output element then receives
+    // its taps in the same order as from one col2im over the whole sample
+    // (taps in increasing order come from decreasing input rows), so the
+    // result is bitwise the same. The partial sums stay in the op-math dtype.
+    at::Tensor target;
+    for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
+      at::bmm_out(cols, w_t, group_major(x, c, dtype));
+      const at::Tensor out_chunk = out.narrow(0, c.n0, c.g.batch);
+      if (!c.window) {
+        kernels.col2im(cols, b, out_chunk, c.g);
+        return;
+      }
+      if (c.position_begin + c.g.in_numel() == g.in_numel()) {  // the sample's first window
+        target = out_chunk.scalar_type() == dtype ? out_chunk : at::empty_like(out_chunk, dtype);
+        if (b.has_value()) {
+          target.view({1, g.out_channels(), g.out_numel()})
+              .copy_(b->view({1, -1, 1}).expand({1, g.out_channels(), g.out_numel()}));
+        } else {
+          target.zero_();
+        }
+      }
+      kernels.col2im_window(cols, target, c.g);
+      if (c.position_begin == 0 && !target.is_same(out_chunk)) out_chunk.copy_(target);
+    });
   }
   return unbatched ? out.squeeze(0) : out;
 }
@@ -251,16 +345,15 @@ at::Tensor conv_transpose_input_grad(
     const at::Tensor w_g =
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype);
-    for_each_chunk(kernels, g, dtype, gy.options(),
-                   [&](int64_t n0, const Geometry& gc, at::Tensor cols) {
-      const int64_t n = gc.batch;
-      grad_output_columns(kernels, gy, n0, gc, cols);
-      // (G, C_in/G, n * in_numel), back to (n, C_in, in...) order.
+    for_each_chunk(kernels, g, dtype, gy.options(), [&](const Chunk& c, at::Tensor cols) {
+      const int64_t n = c.g.batch;
+      const int64_t positions = c.g.in_numel();
+      grad_output_columns(kernels, gy, c, cols);
+      // (G, C_in/G, n * positions), back to (n, C_in, positions) order.
       const at::Tensor dx = at::bmm(w_g, cols);
-      grad_input.narrow(0, n0, n)
-          .view({n, g.groups, g.in_channels_per_group, g.in_numel()})
-          .copy_(dx.view({g.groups, g.in_channels_per_group, n, g.in_numel()})
-                     .permute({2, 0, 1, 3}));
+      input_part(grad_input, c)
+          .view({n, g.groups, g.in_channels_per_group, positions})
+          .copy_(dx.view({g.groups, g.in_channels_per_group, n, positions}).permute({2, 0, 1, 3}));
     });
   }
   return unbatched ? grad_input.squeeze(0) : grad_input;
@@ -298,11 +391,10 @@ at::Tensor conv_transpose_weight_grad(
   // with cols = im2col(grad_output), accumulated in the op-math dtype.
   at::Tensor acc = at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
                              x.options().dtype(acc_dtype));
-  for_each_chunk(kernels, g, dtype, x.options(),
-                 [&](int64_t n0, const Geometry& gc, at::Tensor cols) {
-    grad_output_columns(kernels, gy, n0, gc, cols);
+  for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
+    grad_output_columns(kernels, gy, c, cols);
     const at::Tensor cols_t = cols.transpose(1, 2);
-    const at::Tensor x_g = group_major(x.narrow(0, n0, gc.batch), gc, dtype);
+    const at::Tensor x_g = group_major(x, c, dtype);
     if (dtype == acc_dtype) {
       acc.baddbmm_(x_g, cols_t);
     } else {

@@ -32,6 +32,12 @@ struct ElementwiseKernels {
   // out (N, C_out, out...) = col2im(cols) + bias.
   void (*col2im)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
                  const at::Tensor& out, const Geometry& g);
+  // Adds col2im(cols) of a window of one sample's input rows (g is the
+  // window's geometry, see for_each_chunk) to out (1, C_out, out...), in the
+  // op-math dtype, visiting only the output rows the window reaches. Null
+  // where the backend does not split samples (then one sample is the
+  // smallest chunk).
+  void (*col2im_window)(const at::Tensor& cols, const at::Tensor& out, const Geometry& g);
   // cols = im2col(grad_output (N, C_out, out...)).
   void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,
                  const Geometry& g);
@@ -66,6 +72,9 @@ Algorithm get_algorithm();
 constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
 void set_column_budget_bytes(int64_t bytes);
 int64_t get_column_budget_bytes();
+// Size of the column workspace the last GEMM-path call allocated (for tests
+// of the budget).
+int64_t last_column_workspace_bytes();
 
 // Launchers index in 32 bits when every tensor of the problem has fewer than
 // 2^31 elements (cheaper division on the GPU), else in 64 bits. Tests turn

@@ -77,8 +77,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "Forces the GEMM or the direct path for every op ('auto' restores the choice).");
   m.def("set_column_budget_bytes", &tt::set_column_budget_bytes,
-        "Caps the column workspace of one batch chunk (default 128 MiB).");
+        "Caps the column workspace of one chunk (default 128 MiB; the CPU prefers less).");
   m.def("get_column_budget_bytes", &tt::get_column_budget_bytes);
+  m.def("last_column_workspace_bytes", &tt::last_column_workspace_bytes,
+        "Bytes of the column workspace that the last GEMM-path call allocated.");
   m.def("set_int32_indices_allowed", &tt::set_int32_indices_allowed,
         "Allows (default) or forbids 32-bit index arithmetic in the kernels.");
   m.def("get_int32_indices_allowed", &tt::get_int32_indices_allowed);

@@ -93,6 +93,35 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
   });
 }
 
+void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geometry& geometry) {
+  TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_window_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const opmath_t* c = cols.const_data_ptr<opmath_t>();
+    scalar_t* y = out.mutable_data_ptr<scalar_t>();
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      index_t begin, end;
+      reached_outer_rows(g, begin, end);
+      if (begin >= end) return;
+      const int64_t span = end - begin;
+      const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
+      const int64_t length = g.out_size[2];
+      const auto ranges = inner_ranges_of(g);
+      const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
+      at::parallel_for(0, out.size(0) * g.out_channels() * span, grain, [&](int64_t b, int64_t e) {
+        std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t row = (i / span) * outer + begin + i % span;
+          scalar_t* dst = y + row * length;
+          load_phase_major_row(g, dst, acc.data());
+          col2im_row_add(c, g, ranges.data(), static_cast<index_t>(row), acc.data());
+          store_phase_major_row(g, acc.data(), dst);
+        }
+      });
+    });
+  });
+}
+
 void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "im2col_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -196,6 +225,7 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
 const ElementwiseKernels& cpu_kernels() {
   static const ElementwiseKernels kernels{
       col2im_cpu,
+      col2im_window_cpu,
       im2col_cpu,
       direct_forward_cpu,
       direct_input_grad_cpu,

@@ -12,6 +12,7 @@ namespace {
 const ElementwiseKernels& cuda_kernels() {
   static const ElementwiseKernels kernels{
       cuda::col2im,
+      /*col2im_window=*/nullptr,
       cuda::im2col,
       cuda::direct_forward,
       cuda::direct_input_grad,

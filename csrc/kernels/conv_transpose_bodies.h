@@ -103,7 +103,9 @@ struct ConvGeometry {
   bool fits_int32() const {
     int64_t margin = 0;
     for (int j = 0; j < kMaxSpatialDims; ++j) {
-      margin += int64_t(padding[j]) + int64_t(kernel[j]) * dilation[j] + stride[j];
+      // Windows of a sample (see for_each_chunk) shift the padding below 0.
+      const int64_t pad = padding[j] < 0 ? -int64_t(padding[j]) : int64_t(padding[j]);
+      margin += pad + int64_t(kernel[j]) * dilation[j] + stride[j];
     }
     const int64_t sizes[] = {
         int64_t(batch) * in_channels() * in_numel(),
@@ -310,6 +312,21 @@ C10_HOST_DEVICE inline index_t phase_length(const ConvGeometry<index_t>& g) {
   return (g.out_size[2] + g.stride[2] - 1) / g.stride[2];
 }
 
+// Loads output row `out` (out_size[2] values, in order) into a phase-major
+// accumulator row.
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void load_phase_major_row(
+    const ConvGeometry<index_t>& g, const scalar_t* out, acc_t* acc) {
+  const index_t s = g.stride[2];
+  const index_t length = phase_length(g);
+  for (index_t phase = 0; phase < s; ++phase) {
+    acc_t* dst = acc + phase * length;
+    for (index_t q = 0, o2 = phase; o2 < g.out_size[2]; ++q, o2 += s) {
+      dst[q] = static_cast<acc_t>(out[o2]);
+    }
+  }
+}
+
 // Stores a phase-major accumulator row as output row `out` (out_size[2]
 // values, in order).
 template <typename acc_t, typename scalar_t, typename index_t>
@@ -378,17 +395,15 @@ C10_HOST_DEVICE inline void unravel_row(
   n = row / channels;
 }
 
-// One output row (n, oc, out0, out1, all out2) of col2im into acc, in
-// phase-major order (see phase_length); `row` runs over N * C_out * out0 * out1.
-template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
-C10_HOST_DEVICE inline void col2im_row(
-    const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g,
-    const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
+// Adds the column entries that land on output row (n, oc, out0, out1, all
+// out2) to acc, a phase-major accumulator row (see phase_length); `row` runs
+// over N * C_out * out0 * out1.
+template <typename acc_t, typename col_t, typename index_t>
+C10_HOST_DEVICE inline void col2im_row_add(
+    const col_t* cols, const ConvGeometry<index_t>& g, const InnerRange<index_t>* ranges,
+    index_t row, acc_t* acc) {
   index_t n, oc, out[kMaxSpatialDims];
   unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
-  const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  const index_t acc_length = g.stride[2] * phase_length(g);
-  for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
   const index_t width = g.col_width();
   const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
   for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
@@ -398,6 +413,36 @@ C10_HOST_DEVICE inline void col2im_row(
       for (index_t i2 = r.lo; i2 < r.hi; ++i2) acc[r.acc_offset + i2] += static_cast<acc_t>(src[i2]);
     }
   });
+}
+
+// One output row of col2im, the bias included, into acc (phase-major).
+template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void col2im_row(
+    const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g,
+    const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
+  const index_t oc = (row / (g.out_size[0] * g.out_size[1])) % g.out_channels();
+  const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
+  const index_t acc_length = g.stride[2] * phase_length(g);
+  for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
+  col2im_row_add(cols, g, ranges, row, acc);
+}
+
+// The outer output rows (flattened over the two outer spatial dims) that the
+// inputs of geometry g reach: [begin, end), empty when begin >= end. For a
+// window of a sample's input rows, these are the rows its col2im visits.
+template <typename index_t>
+C10_HOST_DEVICE inline void reached_outer_rows(const ConvGeometry<index_t>& g, index_t& begin,
+                                               index_t& end) {
+  index_t lo[2], hi[2];
+  for (int j = 0; j < 2; ++j) {
+    lo[j] = g.padding[j] > 0 ? 0 : -g.padding[j];
+    hi[j] = (g.in_size[j] - 1) * g.stride[j] - g.padding[j] + (g.kernel[j] - 1) * g.dilation[j];
+    if (hi[j] > g.out_size[j] - 1) hi[j] = g.out_size[j] - 1;
+  }
+  begin = end = 0;
+  if (lo[0] > hi[0] || lo[1] > hi[1]) return;
+  begin = lo[0] * g.out_size[1] + lo[1];
+  end = hi[0] * g.out_size[1] + hi[1] + 1;
 }
 
 // Rows [begin, end) of the column buffer, written to cols_rows (which points

@@ -1,0 +1,144 @@
+"""The column workspace is bounded by chunking: whole samples per chunk, or,
+on the CPU, windows of one sample's input rows when a single sample is over
+the budget. Windows must not change col2im's sums by a single bit, and every
+gradient must still match the float64 oracle."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_tconv
+from conftest import assert_close_to
+from test_parity import CONFIGS, make_case
+
+ops = torch.ops.torch_tconv
+_C = torch_tconv._C
+
+# (C_in, C_out, groups, input size, kernel, stride, padding, output_padding, dilation)
+LAYERS = {
+    "1d": (3, 4, 1, (9,), (3,), (2,), (1,), (1,), (1,)),
+    "3d": (2, 3, 1, (4, 5, 3), (2, 3, 2), (2, 1, 2), (1, 0, 0), (1, 0, 1), (1, 2, 1)),
+    "3d_strided_dilated": (3, 2, 1, (3, 4, 4), (3, 2, 3), (2, 3, 1), (2, 1, 1), (1, 2, 0), (2, 1, 2)),
+}
+REFERENCE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def layer(name, dtype, batch=2, one_input_channel_per_group=False):
+    """A layer of test_parity's CONFIGS or of LAYERS; optionally cut to one
+    input channel per group, which makes the GEMM a single product per entry
+    and so exact whatever its blocking."""
+    if name in CONFIGS:
+        x, w, b, p = make_case(name, batch, dtype, "cpu")
+        if one_input_channel_per_group:
+            per_group = x.shape[1] // p["groups"]
+            x, w = x[:, ::per_group].contiguous(), w[::per_group].contiguous()
+        k = len(w.shape) - 2
+        expand = lambda v: list(v) if isinstance(v, tuple) else [v] * k  # noqa: E731
+        params = dict(stride=expand(p.get("stride", 1)), padding=expand(p.get("padding", 0)),
+                      output_padding=expand(p.get("output_padding", 0)),
+                      dilation=expand(p.get("dilation", 1)), groups=p["groups"])
+        return x, w, b, params
+    c_in, c_out, groups, size, kernel, stride, padding, output_padding, dilation = LAYERS[name]
+    g = torch.Generator().manual_seed(5)
+    if one_input_channel_per_group:
+        c_in = groups
+    x = torch.randn(batch, c_in, *size, generator=g, dtype=torch.float64).to(dtype)
+    w = torch.randn(c_in, c_out // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype)
+    params = dict(stride=list(stride), padding=list(padding), output_padding=list(output_padding),
+                  dilation=list(dilation), groups=groups)
+    return x, w, b, params
+
+
+def forward(x, w, b, p):
+    return ops.conv_transpose(x, w, b, p["stride"], p["padding"], p["output_padding"],
+                              p["dilation"], p["groups"])
+
+
+def column_bytes_per_outer_row(x, w, p, dtype):
+    """Column-buffer bytes of one outer input row (all of the innermost dim)."""
+    c_out = w.shape[1] * p["groups"]
+    taps = w[0, 0].numel()
+    element = torch.finfo(torch.float32 if dtype == torch.bfloat16 else dtype).bits // 8
+    return c_out * taps * x.shape[-1] * element
+
+
+def budgets(x, w, p, dtype):
+    """Budgets that force windows: one outer row, three rows, and one plane of
+    the outermost spatial dim plus a row (whole planes per window in 3-D)."""
+    row = column_bytes_per_outer_row(x, w, p, dtype)
+    plane = x.shape[-2] if x.dim() == 5 else 1
+    return {"one_row": 1, "three_rows": 3 * row, "plane_and_a_row": (plane + 1) * row}
+
+
+@pytest.fixture
+def restore_budget():
+    previous = _C.get_column_budget_bytes()
+    yield
+    _C.set_column_budget_bytes(previous)
+
+
+@pytest.fixture
+def gemm_path():
+    _C.set_algorithm("gemm")
+    yield
+    _C.set_algorithm("auto")
+
+
+WINDOWED = sorted(set(CONFIGS) - {"depthwise", "depthwise_multiplier"}) + sorted(LAYERS)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(LAYERS))
+def test_windows_leave_col2im_bitwise_unchanged(name, dtype, restore_budget, gemm_path):
+    """Windows are added last first, so each output element gets its taps in
+    the order of one col2im over the whole sample. The GEMM's own rounding
+    depends on its blocking (MKL's results change with the column count), so
+    the layer has one input channel per group: then every column entry is a
+    single, exactly rounded product and only col2im's order could differ."""
+    x, w, b, p = layer(name, dtype, one_input_channel_per_group=True)
+    whole = forward(x, w, b, p)
+    for label, budget in budgets(x, w, p, dtype).items():
+        _C.set_column_budget_bytes(budget)
+        windowed = forward(x, w, b, p)
+        assert _C.last_column_workspace_bytes() <= max(budget, column_bytes_per_outer_row(x, w, p, dtype))
+        assert torch.equal(windowed, whole), (label, (windowed - whole).abs().max())
+        unbiased = forward(x, w, None, p)
+        _C.set_column_budget_bytes(1 << 40)
+        assert torch.equal(unbiased, forward(x, w, None, p)), label
+
+
+@pytest.mark.parametrize("name", WINDOWED)
+def test_windows_match_the_oracle_with_gradients(name, restore_budget):
+    x, w, b, p = layer(name, torch.float64, batch=3)
+    reference = REFERENCE[w.dim() - 2]
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    expected = reference(*leaves, **p)
+    gy = torch.randn_like(expected)
+    want = torch.autograd.grad(expected, leaves, gy)
+    for label, budget in budgets(x, w, p, torch.float64).items():
+        _C.set_column_budget_bytes(budget)
+        out = forward(*leaves, p)
+        assert_close_to(out, expected, torch.float64, f"output ({label})")
+        got = torch.autograd.grad(out, leaves, gy)
+        for what, g, e in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+            assert_close_to(g, e, torch.float64, f"{what} ({label})")
+
+
+def test_workspace_is_bounded_whatever_the_image_size(restore_budget):
+    """One sample whose columns are far over the budget runs in windows whose
+    workspace stays within it."""
+    budget = 256 << 10
+    _C.set_column_budget_bytes(budget)
+    x = torch.randn(1, 4, 96, 80)
+    w = torch.randn(4, 8, 4, 4)
+    per_sample = 8 * 16 * 96 * 80 * 4
+    assert per_sample > 10 * budget
+    out = torch_tconv.conv_transpose2d(x, w, stride=2, padding=1)
+    assert _C.last_column_workspace_bytes() <= budget
+    torch.testing.assert_close(out, F.conv_transpose2d(x, w, stride=2, padding=1), rtol=1e-5, atol=1e-4)
+    gy = torch.randn_like(out)
+    ops.conv_transpose_input_grad(gy, w, [96, 80], [2, 2], [1, 1], [1, 1], 1)
+    assert _C.last_column_workspace_bytes() <= budget
+    ops.conv_transpose_weight_grad(x, gy, [4, 4], [2, 2], [1, 1], [1, 1], 1)
+    assert _C.last_column_workspace_bytes() <= budget
