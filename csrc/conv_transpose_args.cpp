@@ -401,4 +401,23 @@ std::vector<c10::SymInt> weight_grad_shape(
   return shape;
 }
 
+std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const ConvTransposeParams& p) {
+  const int64_t spatial_dims = spatial_dims_of(weight);
+  const std::string op = op_name(spatial_dims) + " backward";
+  TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
+  auto weight_shape = weight_grad_shape(input, grad_output,
+                                        concrete_kernel_size(weight, spatial_dims), p);
+  auto input_shape = input_grad_shape(grad_output, weight, spatial_sizes(input, spatial_dims), p);
+  TORCH_CHECK_VALUE(
+      weight_shape[0] == weight.sym_size(0),
+      op, ": input has ", weight_shape[0], " channels but weight.shape[0] (C_in) is ",
+      weight.sym_size(0), "; got input of shape ", shape_str(input), " and weight of shape ",
+      shape_str(weight));
+  return {std::move(input_shape), std::move(weight_shape)};
+}
+
 }  // namespace torch_tconv

@@ -56,6 +56,16 @@ std::vector<c10::SymInt> weight_grad_shape(
     at::IntArrayRef kernel_size,
     const ConvTransposeParams& params);
 
+// Shapes of the input and weight gradients computed together from
+// grad_output, the forward's input and its weight: (input's shape, weight's
+// shape), after the checks of input_grad_shape and weight_grad_shape and a
+// check that input and weight agree.
+std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const ConvTransposeParams& params);
+
 // The output padding that makes the forward produce `output_size` (spatial
 // sizes) from an input of spatial size `input_size`. Valid sizes run from the
 // minimum (output padding 0) to minimum + max(stride, dilation) - 1.

@@ -199,6 +199,61 @@ at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype
   return out.view({g.groups, g.in_channels_per_group, n * g.in_numel()});
 }
 
+// The weight as the gradients' GEMM operand: (groups, C_in/groups,
+// C_out/groups * taps) in the column dtype.
+at::Tensor weight_by_group(const at::Tensor& w, const Geometry& g, at::ScalarType dtype) {
+  return w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()}).to(dtype);
+}
+
+// The chunk's part of the input gradient, from its columns of grad_output.
+// GEMM layout, per group g (batched over groups by bmm):
+//   dX_g (C_in/G, n * positions) = W_g (C_in/G, C_out/G * taps)
+//                                 · cols_g (C_out/G * taps, n * positions)
+// with cols = im2col(grad_output): an ordinary convolution.
+void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor& cols,
+                         const at::Tensor& grad_input) {
+  const Geometry& g = c.g;
+  const int64_t n = g.batch;
+  const int64_t positions = g.in_numel();
+  const at::Tensor dx = at::bmm(w_g, cols);
+  // (G, C_in/G, n * positions), back to (n, C_in, positions) order.
+  input_part(grad_input, c)
+      .view({n, g.groups, g.in_channels_per_group, positions})
+      .copy_(dx.view({g.groups, g.in_channels_per_group, n, positions}).permute({2, 0, 1, 3}));
+}
+
+// The weight gradient, summed over chunks in the op-math dtype. GEMM layout,
+// per group g (batched over groups by bmm), for each chunk:
+//   dW_g (C_in/G, C_out/G * taps) += X_g (C_in/G, n * positions)
+//                                   · cols_gᵀ (n * positions, C_out/G * taps)
+class WeightGradSum {
+ public:
+  WeightGradSum(const Geometry& g, const at::Tensor& x, at::ScalarType col_dtype)
+      : x_(x),
+        col_dtype_(col_dtype),
+        sum_(at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
+                       x.options().dtype(at::toOpMathType(x.scalar_type())))) {}
+
+  void add(const Chunk& c, const at::Tensor& cols) {
+    const at::Tensor cols_t = cols.transpose(1, 2);
+    const at::Tensor x_g = group_major(x_, c, col_dtype_);
+    if (col_dtype_ == sum_.scalar_type()) {
+      sum_.baddbmm_(x_g, cols_t);
+    } else {
+      sum_.add_(at::bmm(x_g, cols_t));
+    }
+  }
+
+  at::Tensor result(at::IntArrayRef shape) const {
+    return sum_.view(shape).to(x_.scalar_type());
+  }
+
+ private:
+  at::Tensor x_;
+  at::ScalarType col_dtype_;
+  at::Tensor sum_;
+};
+
 // Adds a leading batch dim of 1 to an unbatched tensor.
 at::Tensor batched(const at::Tensor& t, bool unbatched) {
   return (unbatched ? t.unsqueeze(0) : t).contiguous();
@@ -338,22 +393,10 @@ at::Tensor conv_transpose_input_grad(
     kernels.direct_input_grad(gy, w, grad_input, g);
   } else {
     const auto dtype = col_dtype(kernels, gy.scalar_type());
-    // GEMM layout, per group g (batched over groups by bmm):
-    //   dX_g (C_in/G, n * in_numel) = W_g (C_in/G, C_out/G * taps)
-    //                                · cols_g (C_out/G * taps, n * in_numel)
-    // with cols = im2col(grad_output): an ordinary convolution.
-    const at::Tensor w_g =
-        w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
-            .to(dtype);
+    const at::Tensor w_g = weight_by_group(w, g, dtype);
     for_each_chunk(kernels, g, dtype, gy.options(), [&](const Chunk& c, at::Tensor cols) {
-      const int64_t n = c.g.batch;
-      const int64_t positions = c.g.in_numel();
       grad_output_columns(kernels, gy, c, cols);
-      // (G, C_in/G, n * positions), back to (n, C_in, positions) order.
-      const at::Tensor dx = at::bmm(w_g, cols);
-      input_part(grad_input, c)
-          .view({n, g.groups, g.in_channels_per_group, positions})
-          .copy_(dx.view({g.groups, g.in_channels_per_group, n, positions}).permute({2, 0, 1, 3}));
+      input_grad_of_chunk(w_g, c, cols, grad_input);
     });
   }
   return unbatched ? grad_input.squeeze(0) : grad_input;
@@ -384,24 +427,53 @@ at::Tensor conv_transpose_weight_grad(
     return grad_weight;
   }
   const auto dtype = col_dtype(kernels, x.scalar_type());
-  const auto acc_dtype = at::toOpMathType(x.scalar_type());
-  // GEMM layout, per group g (batched over groups by bmm), summed over chunks:
-  //   dW_g (C_in/G, C_out/G * taps) += X_g (C_in/G, n * in_numel)
-  //                                   · cols_gᵀ (n * in_numel, C_out/G * taps)
-  // with cols = im2col(grad_output), accumulated in the op-math dtype.
-  at::Tensor acc = at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
-                             x.options().dtype(acc_dtype));
+  WeightGradSum sum(g, x, dtype);
   for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
     grad_output_columns(kernels, gy, c, cols);
-    const at::Tensor cols_t = cols.transpose(1, 2);
-    const at::Tensor x_g = group_major(x, c, dtype);
-    if (dtype == acc_dtype) {
-      acc.baddbmm_(x_g, cols_t);
-    } else {
-      acc.add_(at::bmm(x_g, cols_t));
-    }
+    sum.add(c, cols);
   });
-  return acc.view(shape).to(x.scalar_type());
+  return sum.result(shape);
+}
+
+std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const int64_t spatial_dims = spatial_dims_of(weight);
+  const auto p = make_params(stride, padding, std::vector<int64_t>(spatial_dims, 0),
+                             dilation, groups);
+  const auto shapes = backward_shapes(grad_output, input, weight, p);
+  const auto kernel_size = weight.sizes().slice(2);
+  const bool unbatched = input.dim() == spatial_dims + 1;
+  c10::OptionalDeviceGuard guard(input.device());
+  const at::Tensor x = batched(input, unbatched);
+  const at::Tensor gy = batched(grad_output, unbatched);
+  const Geometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
+  if (x.numel() == 0 || gy.numel() == 0 || use_direct(g)) {
+    // Nothing to share: each gradient as its own op computes it.
+    return {conv_transpose_input_grad(kernels, grad_output, weight, input.sym_sizes().slice(input.dim() - spatial_dims),
+                                      stride, padding, dilation, groups),
+            conv_transpose_weight_grad(kernels, input, grad_output, kernel_size, stride, padding,
+                                       dilation, groups)};
+  }
+  const at::Tensor w = weight.contiguous();
+  const auto dtype = col_dtype(kernels, x.scalar_type());
+  at::Tensor grad_input = at::empty(x.sizes(), x.options());
+  const at::Tensor w_g = weight_by_group(w, g, dtype);
+  WeightGradSum weight_grad(g, x, dtype);
+  // One im2col of grad_output per chunk serves both gradient GEMMs.
+  for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
+    grad_output_columns(kernels, gy, c, cols);
+    input_grad_of_chunk(w_g, c, cols, grad_input);
+    weight_grad.add(c, cols);
+  });
+  return {unbatched ? grad_input.squeeze(0) : grad_input,
+          weight_grad.result(concrete(shapes.second))};
 }
 
 TORCH_LIBRARY(torch_tconv, m) {
@@ -417,6 +489,9 @@ TORCH_LIBRARY(torch_tconv, m) {
       "conv_transpose_weight_grad(Tensor input, Tensor grad_output, "
       "int[] kernel_size, int[] stride, int[] padding, int[] dilation, "
       "int groups) -> Tensor");
+  m.def(
+      "conv_transpose_backward(Tensor grad_output, Tensor input, Tensor weight, "
+      "int[] stride, int[] padding, int[] dilation, int groups) -> (Tensor, Tensor)");
 }
 
 }  // namespace torch_tconv

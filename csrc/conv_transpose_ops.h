@@ -3,6 +3,7 @@
 //   conv_transpose             forward: scatter (GEMM, then col2im)
 //   conv_transpose_input_grad  gather: im2col of grad_output, then GEMM
 //   conv_transpose_weight_grad im2col of grad_output, then GEMM with input
+//   conv_transpose_backward    both gradients over one im2col of grad_output
 //
 // They are the three faces of one trilinear form
 //   T(x, w, g) = <conv_transpose(x, w), g>,
@@ -129,7 +130,20 @@ at::Tensor conv_transpose_weight_grad(
     at::IntArrayRef dilation,
     int64_t groups);
 
-// Binds the three ops to one backend's kernels, with the signatures that the
+// The input and weight gradients together: (conv_transpose_input_grad,
+// conv_transpose_weight_grad) with the input's size and the weight's kernel
+// size, sharing one im2col of grad_output per chunk.
+std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups);
+
+// Binds the four ops to one backend's kernels, with the signatures that the
 // schema in conv_transpose_ops.cpp declares. A backend registers them as
 //   m.impl("conv_transpose", &BackendOps<my_kernels>::forward);
 template <const ElementwiseKernels& (*Kernels)()>
@@ -156,6 +170,13 @@ struct BackendOps {
       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
     return conv_transpose_weight_grad(Kernels(), input, grad_output, kernel_size,
                                       stride, padding, dilation, groups);
+  }
+  static std::tuple<at::Tensor, at::Tensor> backward(
+      const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+      int64_t groups) {
+    return conv_transpose_backward(Kernels(), grad_output, input, weight, stride, padding,
+                                   dilation, groups);
   }
 };
 

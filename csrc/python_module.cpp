@@ -63,6 +63,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "Validates the weight-gradient op's arguments and returns its output shape.");
   m.def(
+      "backward_shapes",
+      [](const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+         Ints stride, Ints padding, Ints dilation, int64_t groups) {
+        const Ints zeros(stride.size(), 0);
+        return tt::backward_shapes(grad_output, input, weight,
+                                   tt::params(stride, padding, zeros, dilation, groups));
+      },
+      "Validates the fused backward's arguments and returns the shapes of both gradients.");
+  m.def(
       "set_algorithm",
       [](const std::string& name) {
         if (name == "auto") {

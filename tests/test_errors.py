@@ -114,6 +114,14 @@ def test_ops_called_directly_validate():
         ops.conv_transpose_weight_grad(x, torch.randn(3, 3, 7, 7), [3, 3], [1, 1], [0, 0], [1, 1], 1)
     with pytest.raises(ValueError, match=r"kernel sizes must be positive, got kernel_size=\(0, 3\)"):
         ops.conv_transpose_weight_grad(x, torch.randn(2, 3, 7, 7), [0, 3], [1, 1], [0, 0], [1, 1], 1)
+    gy = torch.randn(2, 3, 7, 7)
+    with pytest.raises(ValueError, match=r"conv_transpose2d backward: input has 5 channels but "
+                                         r"weight.shape\[0\] \(C_in\) is 4"):
+        ops.conv_transpose_backward(gy, torch.randn(2, 5, 5, 5), w, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(ValueError, match="input and grad_output must have the same batch size"):
+        ops.conv_transpose_backward(gy, torch.randn(3, 4, 5, 5), w, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(ValueError, match=r"output size \(7, 7\) cannot be produced from input size \(6, 5\)"):
+        ops.conv_transpose_backward(gy, torch.randn(2, 4, 6, 5), w, [1, 1], [0, 0], [1, 1], 1)
 
 
 def test_mixed_devices_rejected_on_meta():

@@ -7,6 +7,8 @@ import torch
 import torch_tconv
 from conftest import DEVICES, assert_close_to, oracle
 
+ops = torch.ops.torch_tconv
+
 # (C_in, C_out, groups, (H, W), kernel, params): every hyper-parameter of the
 # op, non-square kernels and strides, overlap, gaps, cropping, dilation.
 CONFIGS = {
@@ -170,3 +172,21 @@ def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm):
             torch_tconv._C.set_cpu_row_kernels(True)
     for what, row, element in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
         assert torch.equal(row, element), what
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_fused_backward_equals_the_two_gradient_ops(name, dtype, device, algorithm):
+    """conv_transpose_backward shares one im2col between both gradients; it
+    must give exactly what the two gradient ops give on their own."""
+    x, w, _, p = make_case(name, 3, dtype, device)
+    stride, padding, dilation = (
+        list(v) if isinstance(v, tuple) else [v, v]
+        for v in (p.get("stride", 1), p.get("padding", 0), p.get("dilation", 1)))
+    out = torch_tconv.conv_transpose2d(x, w, None, **p)
+    gy = torch.randn(out.shape, dtype=torch.float64).to(device, dtype)
+    args = (stride, padding, dilation, p["groups"])
+    grad_input, grad_weight = ops.conv_transpose_backward(gy, x, w, *args)
+    assert torch.equal(grad_input, ops.conv_transpose_input_grad(gy, w, list(x.shape[2:]), *args))
+    assert torch.equal(grad_weight, ops.conv_transpose_weight_grad(x, gy, list(w.shape[2:]), *args))

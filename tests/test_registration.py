@@ -38,6 +38,7 @@ def op_samples(device):
             (ops.conv_transpose_input_grad.default, (gy, w, spatial, stride, padding, dilation, groups)),
             (ops.conv_transpose_weight_grad.default,
              (x, gy, list(w.shape[2:]), stride, padding, dilation, groups)),
+            (ops.conv_transpose_backward.default, (gy, x, w, stride, padding, dilation, groups)),
         ))
     return [s for group in samples for s in group]
 
@@ -95,6 +96,7 @@ def test_cuda_kernels_registered_in_cuda_builds():
     if os.environ.get("TORCH_TCONV_EXPECT_CUDA", default) != "1":
         pytest.skip("CPU-only build expected")
     assert torch_tconv._C.built_with_cuda
-    for op in ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad"):
+    for op in ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad",
+               "conv_transpose_backward"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CUDA"), op
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CPU"), op

@@ -4,6 +4,7 @@ With T(x, w, g) = <conv_transpose(x, w), g>, a trilinear form:
   conv_transpose(x, w)             = dT/dg   (scatter forward)
   conv_transpose_input_grad(g, w)  = dT/dx   (gather: an ordinary convolution)
   conv_transpose_weight_grad(x, g) = dT/dw
+  conv_transpose_backward(g, x, w) = (dT/dx, dT/dw), sharing one im2col of g
 The backward of each is therefore another face of T, so every gradient is
 one of these ops again and gradients of every order work.
 
@@ -53,10 +54,13 @@ def _forward_setup(ctx, inputs, output):
 def _forward_backward(ctx, grad_output):
     saved = _saved(ctx)
     grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+        grad_input, grad_weight = ops.conv_transpose_backward(
+            grad_output, saved["input"], saved["weight"], *_params(ctx))
+    elif ctx.needs_input_grad[0]:
         grad_input = ops.conv_transpose_input_grad(
             grad_output, saved["weight"], ctx.input_size, *_params(ctx))
-    if ctx.needs_input_grad[1]:
+    elif ctx.needs_input_grad[1]:
         grad_weight = ops.conv_transpose_weight_grad(
             saved["input"], grad_output, ctx.kernel_size, *_params(ctx))
     if ctx.needs_input_grad[2]:
@@ -113,6 +117,41 @@ def _weight_grad_backward(ctx, grad_grad_weight):
     return d_input, d_grad_output, None, None, None, None, None
 
 
+# --- conv_transpose_backward(grad_output, input, weight) -------------------
+# = (input_grad(g, w), weight_grad(x, g)), so its backward is the sum of the
+# two backward formulas above.
+
+def _backward_setup(ctx, inputs, output):
+    grad_output, input, weight, stride, padding, dilation, groups = inputs
+    need_grad_output, need_input, need_weight = ctx.needs_input_grad[:3]
+    _save(ctx, stride, padding, dilation, groups,
+          grad_output=(grad_output, need_input or need_weight),
+          input=(input, need_grad_output), weight=(weight, need_grad_output))
+    spatial_dims = weight.dim() - 2
+    ctx.input_size = _spatial(input.shape, spatial_dims)
+    ctx.output_size = _spatial(grad_output.shape, spatial_dims)
+    ctx.kernel_size = list(weight.shape[2:])
+
+
+def _backward_backward(ctx, grad_grad_input, grad_grad_weight):
+    saved = _saved(ctx)
+    d_grad_output = d_input = d_weight = None
+    if ctx.needs_input_grad[0]:
+        terms = []
+        if grad_grad_input is not None:
+            terms.append(_forward_with_size(grad_grad_input, saved["weight"], ctx.output_size, ctx))
+        if grad_grad_weight is not None:
+            terms.append(_forward_with_size(saved["input"], grad_grad_weight, ctx.output_size, ctx))
+        d_grad_output = sum(terms[1:], terms[0]) if terms else None
+    if ctx.needs_input_grad[1] and grad_grad_weight is not None:
+        d_input = ops.conv_transpose_input_grad(
+            saved["grad_output"], grad_grad_weight, ctx.input_size, *_params(ctx))
+    if ctx.needs_input_grad[2] and grad_grad_input is not None:
+        d_weight = ops.conv_transpose_weight_grad(
+            grad_grad_input, saved["grad_output"], ctx.kernel_size, *_params(ctx))
+    return d_grad_output, d_input, d_weight, None, None, None, None
+
+
 def _forward_with_size(input, weight, output_size, ctx):
     """The forward op producing exactly output_size (spatial): the output
     padding is implied by the size, as in the gradients of the forward."""
@@ -130,3 +169,6 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "torch_tconv::conv_transpose_weight_grad", _weight_grad_backward,
     setup_context=_weight_grad_setup)
+torch.library.register_autograd(
+    "torch_tconv::conv_transpose_backward", _backward_backward,
+    setup_context=_backward_setup)

@@ -38,3 +38,11 @@ def _conv_transpose_weight_grad_fake(
         input, grad_output, kernel_size, stride, padding, dilation, groups
     )
     return input.new_empty(shape)
+
+
+@torch.library.register_fake("torch_tconv::conv_transpose_backward")
+def _conv_transpose_backward_fake(grad_output, input, weight, stride, padding, dilation, groups):
+    input_shape, weight_shape = _C.backward_shapes(
+        grad_output, input, weight, stride, padding, dilation, groups
+    )
+    return input.new_empty(input_shape), weight.new_empty(weight_shape)

@@ -243,6 +243,7 @@ TORCH_LIBRARY_IMPL(torch_tconv, CPU, m) {
   m.impl("conv_transpose", &Ops::forward);
   m.impl("conv_transpose_input_grad", &Ops::input_grad);
   m.impl("conv_transpose_weight_grad", &Ops::weight_grad);
+  m.impl("conv_transpose_backward", &Ops::backward);
 }
 
 }  // namespace torch_tconv
