@@ -28,7 +28,7 @@ using Geometry = ConvGeometry<int64_t>;
 
 // A backend's element-wise passes. Tensors are contiguous; `out`-style
 // arguments are written in full. Column buffers have the layout documented in
-// conv_transpose_bodies.h, in the dtype given by cols_in_opmath.
+// conv_transpose_bodies.h, in the dtype given by column_dtype.
 struct ElementwiseKernels {
   // out (N, C_out, out...) = col2im(cols) + bias.
   void (*col2im)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
@@ -50,10 +50,10 @@ struct ElementwiseKernels {
                             const at::Tensor& grad_input, const Geometry& g);
   void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
                              const at::Tensor& grad_weight, const Geometry& g);
-  // True: GEMM operands and column buffers of float16/bfloat16 problems are
-  // float32 (the CPU, whose reduced-precision GEMMs are slow). False: they
-  // keep the input dtype, and the GEMM accumulates in float32 (cuBLAS).
-  bool cols_in_opmath;
+  // The dtype of the GEMM operands and column buffers for inputs of `dtype`:
+  // the input dtype, whose GEMMs accumulate in float32 (cuBLAS, oneDNN), or
+  // for float16/bfloat16 on a CPU without fast kernels for them, float32.
+  at::ScalarType (*column_dtype)(at::ScalarType dtype);
   // Preferred size of one chunk's column buffer: small enough on the CPU for
   // the GEMM's output to be read back from cache, large on the GPU where
   // bigger GEMMs and fewer launches win. Capped by the global budget below.
@@ -82,6 +82,14 @@ int64_t last_column_workspace_bytes();
 // the 32-bit choice off to run the 64-bit instantiations on small problems.
 void set_int32_indices_allowed(bool allowed);
 bool get_int32_indices_allowed();
+
+// Whether the CPU runs float16/bfloat16 GEMMs in their own dtype: kAuto
+// measures once per process whether they beat float32 GEMMs (they do by 3-7x
+// with AMX, and are 100x slower without oneDNN kernels for them); the others
+// force a path for tests.
+enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
+void set_cpu_reduced_precision_gemm(ReducedPrecisionGemm mode);
+ReducedPrecisionGemm get_cpu_reduced_precision_gemm();
 
 // CPU launchers run the row bodies (default) or the element bodies, which the
 // CUDA launchers run; tests compare the two.

@@ -96,6 +96,31 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_row_kernels", &tt::set_cpu_row_kernels,
         "CPU launchers run the row bodies (True, default) or the element bodies (False).");
   m.def("get_cpu_row_kernels", &tt::get_cpu_row_kernels);
+  m.def(
+      "set_cpu_reduced_precision_gemm",
+      [](const std::string& mode) {
+        if (mode == "auto") {
+          tt::set_cpu_reduced_precision_gemm(tt::ReducedPrecisionGemm::kAuto);
+        } else if (mode == "always") {
+          tt::set_cpu_reduced_precision_gemm(tt::ReducedPrecisionGemm::kAlways);
+        } else if (mode == "never") {
+          tt::set_cpu_reduced_precision_gemm(tt::ReducedPrecisionGemm::kNever);
+        } else {
+          throw pybind11::value_error("mode must be 'auto', 'always' or 'never', got '" + mode + "'");
+        }
+      },
+      "float16/bfloat16 GEMMs on the CPU in their own dtype ('always'), in float32 "
+      "('never'), or whichever is faster here ('auto', measured once).");
+  m.def("get_cpu_reduced_precision_gemm", []() {
+    switch (tt::get_cpu_reduced_precision_gemm()) {
+      case tt::ReducedPrecisionGemm::kAlways:
+        return "always";
+      case tt::ReducedPrecisionGemm::kNever:
+        return "never";
+      default:
+        return "auto";
+    }
+  });
   m.def("get_algorithm", []() {
     switch (tt::get_algorithm()) {
       case tt::Algorithm::kGemm:

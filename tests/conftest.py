@@ -57,6 +57,15 @@ def algorithm(request):
     torch_tconv._C.set_algorithm("auto")
 
 
+@pytest.fixture(params=["always", "never"])
+def reduced_precision_gemm(request):
+    """Runs a float16/bfloat16 test with the CPU's GEMMs in that dtype, then in
+    float32, whichever of the two this machine would pick by itself."""
+    torch_tconv._C.set_cpu_reduced_precision_gemm(request.param)
+    yield request.param
+    torch_tconv._C.set_cpu_reduced_precision_gemm("auto")
+
+
 def assert_close_to(actual, expected, dtype, what):
     """Compares with the float64 oracle at the dtype's tolerance, relative to
     the magnitude of the expected values. NaN (a poisoned, unwritten element)

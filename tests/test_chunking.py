@@ -59,7 +59,10 @@ def column_bytes_per_outer_row(x, w, p, dtype):
     """Column-buffer bytes of one outer input row (all of the innermost dim)."""
     c_out = w.shape[1] * p["groups"]
     taps = w[0, 0].numel()
-    element = torch.finfo(torch.float32 if dtype == torch.bfloat16 else dtype).bits // 8
+    column_dtype = dtype
+    if dtype == torch.bfloat16 and _C.get_cpu_reduced_precision_gemm() == "never":
+        column_dtype = torch.float32
+    element = torch.finfo(column_dtype).bits // 8
     return c_out * taps * x.shape[-1] * element
 
 
@@ -90,7 +93,8 @@ WINDOWED = sorted(set(CONFIGS) - {"depthwise", "depthwise_multiplier"}) + sorted
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(LAYERS))
-def test_windows_leave_col2im_bitwise_unchanged(name, dtype, restore_budget, gemm_path):
+def test_windows_leave_col2im_bitwise_unchanged(name, dtype, restore_budget, gemm_path,
+                                                reduced_precision_gemm):
     """Windows are added last first, so each output element gets its taps in
     the order of one col2im over the whole sample. The GEMM's own rounding
     depends on its blocking (MKL's results change with the column count), so

@@ -97,7 +97,7 @@ def test_without_bias(name, device, algorithm):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["dcgan_k4s2p1", "grouped", "depthwise", "nonsquare_all"])
-def test_low_precision(name, dtype, device, algorithm):
+def test_low_precision(name, dtype, device, algorithm, reduced_precision_gemm):
     x, w, b, params = make_case(name, 2, dtype, device)
     check_against_oracle(x, w, b, params, dtype)
 
@@ -158,7 +158,7 @@ def forward_and_grads(x, w, b, params, grad_output=None):
 @pytest.mark.parametrize("algorithm", ["gemm", "direct"], indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm):
+def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm, reduced_precision_gemm):
     """The CPU runs the row bodies; the CUDA kernels run the element bodies.
     Both add the same terms in the same order, so they must agree bit for bit,
     which extends every CPU test of the row bodies to the element bodies."""
@@ -177,7 +177,8 @@ def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fused_backward_equals_the_two_gradient_ops(name, dtype, device, algorithm):
+def test_fused_backward_equals_the_two_gradient_ops(name, dtype, device, algorithm,
+                                                    reduced_precision_gemm):
     """conv_transpose_backward shares one im2col between both gradients; it
     must give exactly what the two gradient ops give on their own."""
     x, w, _, p = make_case(name, 3, dtype, device)

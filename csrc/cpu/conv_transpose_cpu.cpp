@@ -4,8 +4,12 @@
 // count or schedule.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
+#include <chrono>
+#include <utility>
 #include <vector>
 
 
@@ -69,11 +73,22 @@ std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g)
   return ranges;
 }
 
+// Calls f(data) with the column buffer's data typed as scalar_t or as
+// scalar_t's op-math type, whichever the buffer holds (see column_dtype_cpu).
+template <typename scalar_t, typename F>
+void with_columns(const at::Tensor& cols, const F& f) {
+  if (cols.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value) {
+    f(cols.data_ptr<scalar_t>());
+  } else {
+    f(cols.data_ptr<at::opmath_type<scalar_t>>());
+  }
+}
+
 void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
                 const at::Tensor& out, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const opmath_t* c = cols.const_data_ptr<opmath_t>();
+    with_columns<scalar_t>(cols, [&](const auto* c) {
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
@@ -90,14 +105,16 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
         y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
       });
     });
+    });
   });
 }
 
+// out holds op-math values: dispatch on the columns' dtype.
 void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geometry& geometry) {
-  TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_window_cpu", [&] {
+  TORCH_TCONV_DISPATCH(cols.scalar_type(), "col2im_window_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const opmath_t* c = cols.const_data_ptr<opmath_t>();
-    scalar_t* y = out.mutable_data_ptr<scalar_t>();
+    const scalar_t* c = cols.const_data_ptr<scalar_t>();
+    opmath_t* y = out.mutable_data_ptr<opmath_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       index_t begin, end;
@@ -112,7 +129,7 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
         std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
         for (int64_t i = b; i < e; ++i) {
           const int64_t row = (i / span) * outer + begin + i % span;
-          scalar_t* dst = y + row * length;
+          opmath_t* dst = y + row * length;
           load_phase_major_row(g, dst, acc.data());
           col2im_row_add(c, g, ranges.data(), static_cast<index_t>(row), acc.data());
           store_phase_major_row(g, acc.data(), dst);
@@ -124,9 +141,9 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
 
 void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry) {
   TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "im2col_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    opmath_t* c = cols.mutable_data_ptr<opmath_t>();
+    with_columns<scalar_t>(cols, [&](auto* c) {
+    using col_t = std::remove_pointer_t<decltype(c)>;
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       if (get_cpu_row_kernels()) {
@@ -140,8 +157,9 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
         return;
       }
       for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
-        c[i] = static_cast<opmath_t>(im2col_element(gy, g, i));
+        c[i] = static_cast<col_t>(im2col_element(gy, g, i));
       });
+    });
     });
   });
 }
@@ -222,6 +240,49 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
   });
 }
 
+// Best of a few timed calls of at::mm(a, b), in seconds.
+double best_mm_seconds(const at::Tensor& a, const at::Tensor& b, int calls) {
+  double best = 1e30;
+  for (int i = 0; i < calls; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    at::mm(a, b);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+// Whether at::mm in `dtype` beats float32 on this machine and torch build.
+// A small product first, so that a very slow one costs little to detect; the
+// operands are constants so that the probe leaves torch's random state alone.
+bool reduced_precision_gemm_is_fast(at::ScalarType dtype) {
+  auto operands = [](int64_t m, int64_t k, int64_t n, at::ScalarType t) {
+    return std::make_pair(at::full({m, k}, 0.5, at::TensorOptions().dtype(t)),
+                          at::full({k, n}, 0.25, at::TensorOptions().dtype(t)));
+  };
+  auto seconds = [&](int64_t m, int64_t k, int64_t n, at::ScalarType t, int calls) {
+    const auto [a, b] = operands(m, k, n, t);
+    at::mm(a, b);  // warm-up
+    return best_mm_seconds(a, b, calls);
+  };
+  if (seconds(64, 64, 64, dtype, 3) > 10 * seconds(64, 64, 64, at::kFloat, 3)) return false;
+  return seconds(512, 512, 256, dtype, 3) < 0.75 * seconds(512, 512, 256, at::kFloat, 3);
+}
+
+at::ScalarType column_dtype_cpu(at::ScalarType dtype) {
+  if (!at::isReducedFloatingType(dtype)) return dtype;
+  switch (get_cpu_reduced_precision_gemm()) {
+    case ReducedPrecisionGemm::kAlways:
+      return dtype;
+    case ReducedPrecisionGemm::kNever:
+      return at::kFloat;
+    case ReducedPrecisionGemm::kAuto:
+      break;
+  }
+  static const bool bfloat16_fast = reduced_precision_gemm_is_fast(at::kBFloat16);
+  static const bool float16_fast = reduced_precision_gemm_is_fast(at::kHalf);
+  return (dtype == at::kBFloat16 ? bfloat16_fast : float16_fast) ? dtype : at::kFloat;
+}
+
 const ElementwiseKernels& cpu_kernels() {
   static const ElementwiseKernels kernels{
       col2im_cpu,
@@ -230,7 +291,7 @@ const ElementwiseKernels& cpu_kernels() {
       direct_forward_cpu,
       direct_input_grad_cpu,
       direct_weight_grad_cpu,
-      /*cols_in_opmath=*/true,
+      column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
   };
   return kernels;

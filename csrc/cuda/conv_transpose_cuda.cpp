@@ -9,6 +9,11 @@
 namespace torch_tconv {
 namespace {
 
+// cuBLAS accumulates float16/bfloat16 products in float32.
+at::ScalarType column_dtype_cuda(at::ScalarType dtype) {
+  return dtype;
+}
+
 const ElementwiseKernels& cuda_kernels() {
   static const ElementwiseKernels kernels{
       cuda::col2im,
@@ -17,7 +22,7 @@ const ElementwiseKernels& cuda_kernels() {
       cuda::direct_forward,
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
-      /*cols_in_opmath=*/false,
+      column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
   };
   return kernels;
