@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -132,41 +134,95 @@ void for_each_window(const Geometry& g, int64_t n, int64_t rows, const F& f) {
   }
 }
 
-// Calls f(chunk, cols) for chunks covering the problem: as many whole samples
-// as keep the column buffer within the chunk budget (on the CPU about what the
+// How for_each_chunk covers a problem: as many whole samples per chunk as
+// keep the column buffer within the chunk budget (on the CPU about what the
 // caches hold, so that col2im and the gradient GEMMs find the columns just
 // written still in cache), or windows of single samples where the backend
-// supports them and one sample is over the budget. cols is the chunk's
-// (groups, C_out/groups * taps, n * positions) column buffer in `dtype`.
+// supports them and one sample is over the budget.
 //
-// One buffer serves every chunk: a fresh allocation per chunk would pay the
-// allocator's page faults again each time (about as long as the GEMM itself
-// on the CPU).
-template <typename F>
-void for_each_chunk(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype,
-                    const at::TensorOptions& options, const F& f) {
+// Lanes: on a backend that runs chunks in parallel, each of `lanes` threads
+// takes a contiguous run of chunks of its share of the budget, with its own
+// buffer, and runs them one after another with serial GEMMs; the GEMM output
+// then stays in the cache of the core that reads it back. Otherwise one lane
+// runs every chunk with parallel GEMMs and element passes.
+struct ChunkPlan {
+  bool windows;
+  int64_t step;      // samples per chunk (1 with windows)
+  int64_t rows;      // outer input rows per window
+  int64_t lanes;
+  int64_t capacity;  // column-buffer elements per lane
+};
+
+ChunkPlan plan_chunks(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype) {
   const int64_t element = c10::elementSize(dtype);
   const int64_t budget = chunk_bytes(kernels);
-  const int64_t per_sample = chunk_of(g, 1).col_numel() * element;
+  const int64_t per_sample = std::max<int64_t>(chunk_of(g, 1).col_numel() * element, 1);
   const int64_t outer_rows = g.in_size[0] * g.in_size[1];
-  const int64_t per_row = per_sample / outer_rows;
-  const bool windows = kernels.col2im_window != nullptr && per_sample > budget && outer_rows > 1;
-  const int64_t step =
-      windows ? 1 : std::clamp<int64_t>(budget / std::max<int64_t>(per_sample, 1), 1, g.batch);
-  const int64_t rows = windows ? std::max<int64_t>(budget / std::max<int64_t>(per_row, 1), 1) : 0;
-  const int64_t capacity =
-      windows ? std::min(rows, outer_rows) * per_row / element : step * per_sample / element;
-  const at::Tensor workspace = at::empty({capacity}, options.dtype(dtype));
-  g_last_workspace_bytes.store(capacity * element);
-  auto run = [&](const Chunk& c) {
-    f(c, workspace.narrow(0, 0, c.g.col_numel())
-             .view({c.g.groups, c.g.out_channels_per_group * c.g.taps(), c.g.col_width()}));
+  const int64_t per_row = std::max<int64_t>(per_sample / outer_rows, 1);
+  const int64_t threads = at::get_num_threads();
+  ChunkPlan plan{};
+  plan.windows = kernels.col2im_window != nullptr && per_sample > budget && outer_rows > 1;
+  plan.lanes = 1;
+  if (plan.windows) {
+    plan.step = 1;
+    plan.rows = std::max<int64_t>(budget / per_row, 1);
+    plan.capacity = std::min(plan.rows, outer_rows) * per_row / element;
+  } else if (kernels.parallel_chunks && threads > 1 && per_sample * threads <= budget &&
+             g.batch >= threads) {
+    plan.lanes = threads;
+    plan.step = std::clamp<int64_t>(budget / threads / per_sample, 1,
+                                    (g.batch + threads - 1) / threads);
+    plan.capacity = plan.step * per_sample / element;
+  } else {
+    plan.step = std::clamp<int64_t>(budget / per_sample, 1, std::max<int64_t>(g.batch, 1));
+    plan.capacity = plan.step * per_sample / element;
+  }
+  return plan;
+}
+
+// Calls f(chunk, cols, lane) for chunks covering the problem as `plan` says,
+// with cols the chunk's (groups, C_out/groups * taps, n * positions) column
+// buffer in `dtype`. Chunks of different lanes run concurrently and must
+// write disjoint outputs, or accumulate per lane.
+//
+// One buffer per lane serves all its chunks: a fresh allocation per chunk
+// would pay the allocator's page faults again each time (about as long as the
+// GEMM itself on the CPU).
+template <typename F>
+void for_each_chunk(const ChunkPlan& plan, const Geometry& g, at::ScalarType dtype,
+                    const at::TensorOptions& options, const F& f) {
+  g_last_workspace_bytes.store(plan.lanes * plan.capacity * c10::elementSize(dtype));
+  auto run = [&](const Chunk& c, const at::Tensor& workspace, int64_t lane) {
+    f(c,
+      workspace.narrow(0, 0, c.g.col_numel())
+          .view({c.g.groups, c.g.out_channels_per_group * c.g.taps(), c.g.col_width()}),
+      lane);
   };
-  for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
-    if (windows) {
-      for_each_window(g, n0, rows, run);
+  const int64_t chunks = (g.batch + plan.step - 1) / plan.step;
+  auto whole_samples = [&](int64_t i) {
+    const int64_t n0 = i * plan.step;
+    return Chunk{n0, chunk_of(g, std::min(plan.step, g.batch - n0)), 0, false};
+  };
+  if (plan.lanes > 1) {
+    // One contiguous run of chunks per thread; lane = the thread's number.
+    // The worker threads take the caller's thread-local state: ATen ops run
+    // there must see the dispatch keys this kernel runs under (below
+    // autograd), which at::parallel_for does not carry over.
+    const at::ThreadLocalState caller_state;
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard state_guard(caller_state);
+      const at::Tensor workspace = at::empty({plan.capacity}, options.dtype(dtype));
+      const int64_t lane = at::get_thread_num();
+      for (int64_t i = begin; i < end; ++i) run(whole_samples(i), workspace, lane);
+    });
+    return;
+  }
+  const at::Tensor workspace = at::empty({plan.capacity}, options.dtype(dtype));
+  for (int64_t i = 0; i < chunks; ++i) {
+    if (plan.windows) {
+      for_each_window(g, i, plan.rows, [&](const Chunk& c) { run(c, workspace, 0); });
     } else {
-      run(Chunk{n0, chunk_of(g, std::min(step, g.batch - n0)), 0, false});
+      run(whole_samples(i), workspace, 0);
     }
   }
 }
@@ -223,36 +279,42 @@ void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor
       .copy_(dx.view({g.groups, g.in_channels_per_group, n, positions}).permute({2, 0, 1, 3}));
 }
 
-// The weight gradient, summed over chunks in the op-math dtype. GEMM layout,
-// per group g (batched over groups by bmm), for each chunk:
+// The weight gradient, summed over chunks in the op-math dtype: one partial
+// sum per lane of the chunk plan, added up in lane order at the end, so the
+// result does not depend on how the threads were scheduled. GEMM layout, per
+// group g (batched over groups by bmm), for each chunk:
 //   dW_g (C_in/G, C_out/G * taps) += X_g (C_in/G, n * positions)
 //                                   · cols_gᵀ (n * positions, C_out/G * taps)
 class WeightGradSum {
  public:
-  WeightGradSum(const Geometry& g, const at::Tensor& x, at::ScalarType col_dtype)
+  WeightGradSum(const Geometry& g, const at::Tensor& x, at::ScalarType col_dtype, int64_t lanes)
       : x_(x),
         col_dtype_(col_dtype),
-        sum_(at::zeros({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
-                       x.options().dtype(at::toOpMathType(x.scalar_type())))) {}
+        sums_(at::zeros(
+            {lanes, g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
+            x.options().dtype(at::toOpMathType(x.scalar_type())))) {}
 
-  void add(const Chunk& c, const at::Tensor& cols) {
+  void add(const Chunk& c, const at::Tensor& cols, int64_t lane) {
+    at::Tensor sum = sums_.select(0, lane);
     const at::Tensor cols_t = cols.transpose(1, 2);
     const at::Tensor x_g = group_major(x_, c, col_dtype_);
-    if (col_dtype_ == sum_.scalar_type()) {
-      sum_.baddbmm_(x_g, cols_t);
+    if (col_dtype_ == sum.scalar_type()) {
+      sum.baddbmm_(x_g, cols_t);
     } else {
-      sum_.add_(at::bmm(x_g, cols_t));
+      sum.add_(at::bmm(x_g, cols_t));
     }
   }
 
   at::Tensor result(at::IntArrayRef shape) const {
-    return sum_.view(shape).to(x_.scalar_type());
+    at::Tensor total = sums_.select(0, 0);
+    for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
+    return total.view(shape).to(x_.scalar_type());
   }
 
  private:
   at::Tensor x_;
   at::ScalarType col_dtype_;
-  at::Tensor sum_;
+  at::Tensor sums_;
 };
 
 // Adds a leading batch dim of 1 to an unbatched tensor.
@@ -354,7 +416,8 @@ at::Tensor conv_transpose(
     // (taps in increasing order come from decreasing input rows), so the
     // result is bitwise the same. The partial sums stay in the op-math dtype.
     at::Tensor target;
-    for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
+    const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+    for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t) {
       at::bmm_out(cols, w_t, group_major(x, c, dtype));
       const at::Tensor out_chunk = out.narrow(0, c.n0, c.g.batch);
       if (!c.window) {
@@ -407,7 +470,8 @@ at::Tensor conv_transpose_input_grad(
   } else {
     const auto dtype = col_dtype(kernels, gy.scalar_type());
     const at::Tensor w_g = weight_by_group(w, g, dtype);
-    for_each_chunk(kernels, g, dtype, gy.options(), [&](const Chunk& c, at::Tensor cols) {
+    const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+    for_each_chunk(plan, g, dtype, gy.options(), [&](const Chunk& c, at::Tensor cols, int64_t) {
       grad_output_columns(kernels, gy, c, cols);
       input_grad_of_chunk(w_g, c, cols, grad_input);
     });
@@ -440,10 +504,11 @@ at::Tensor conv_transpose_weight_grad(
     return grad_weight;
   }
   const auto dtype = col_dtype(kernels, x.scalar_type());
-  WeightGradSum sum(g, x, dtype);
-  for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
+  const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+  WeightGradSum sum(g, x, dtype, plan.lanes);
+  for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
     grad_output_columns(kernels, gy, c, cols);
-    sum.add(c, cols);
+    sum.add(c, cols, lane);
   });
   return sum.result(shape);
 }
@@ -478,12 +543,13 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
   const auto dtype = col_dtype(kernels, x.scalar_type());
   at::Tensor grad_input = at::empty(x.sizes(), x.options());
   const at::Tensor w_g = weight_by_group(w, g, dtype);
-  WeightGradSum weight_grad(g, x, dtype);
+  const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+  WeightGradSum weight_grad(g, x, dtype, plan.lanes);
   // One im2col of grad_output per chunk serves both gradient GEMMs.
-  for_each_chunk(kernels, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols) {
+  for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
     grad_output_columns(kernels, gy, c, cols);
     input_grad_of_chunk(w_g, c, cols, grad_input);
-    weight_grad.add(c, cols);
+    weight_grad.add(c, cols, lane);
   });
   return {unbatched ? grad_input.squeeze(0) : grad_input,
           weight_grad.result(concrete(shapes.second))};

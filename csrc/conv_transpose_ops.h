@@ -58,6 +58,10 @@ struct ElementwiseKernels {
   // the GEMM's output to be read back from cache, large on the GPU where
   // bigger GEMMs and fewer launches win. Capped by the global budget below.
   int64_t column_chunk_bytes;
+  // Whether chunks that write disjoint outputs may run in parallel, one per
+  // thread with serial GEMMs (the CPU), rather than one after another with
+  // parallel GEMMs and element passes (the GPU).
+  bool parallel_chunks;
 };
 
 // Which algorithm the ops use. kAuto picks per problem; the others force a

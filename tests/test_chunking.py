@@ -146,3 +146,30 @@ def test_workspace_is_bounded_whatever_the_image_size(restore_budget):
     assert _C.last_column_workspace_bytes() <= budget
     ops.conv_transpose_weight_grad(x, gy, [4, 4], [2, 2], [1, 1], [1, 1], 1)
     assert _C.last_column_workspace_bytes() <= budget
+
+
+@pytest.mark.parametrize("name", ["dcgan_k4s2p1", "grouped", "3d"])
+def test_parallel_lanes(name):
+    """With several threads, the CPU runs whole chunks in parallel, one lane
+    per thread, each with serial GEMMs and its own partial weight gradient.
+    The result must match the oracle, repeat bit for bit, and keep autograd
+    out of the worker threads (inputs requiring grad)."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        x, w, b, p = layer(name, torch.float64, batch=7)
+        leaves = [t.requires_grad_() for t in (x, w, b)]
+        expected = REFERENCE[w.dim() - 2](*leaves, **p)
+        gy = torch.randn_like(expected)
+        want = torch.autograd.grad(expected, leaves, gy)
+        runs = []
+        for _ in range(3):
+            out = forward(*leaves, p)
+            runs.append((out, *torch.autograd.grad(out, leaves, gy)))
+        assert _C.last_column_workspace_bytes() > 0
+        for got, e, what in zip(runs[0], (expected, *want), ("output", "grad_input", "grad_weight", "grad_bias")):
+            assert_close_to(got, e, torch.float64, what)
+        for run in runs[1:]:
+            assert all(torch.equal(a, b_) for a, b_ in zip(runs[0], run))
+    finally:
+        torch.set_num_threads(previous)

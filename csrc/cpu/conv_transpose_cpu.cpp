@@ -73,6 +73,33 @@ std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g)
   return ranges;
 }
 
+// The storage behind an OuterTapTable, built for one launch.
+template <typename index_t>
+class OuterTaps {
+ public:
+  explicit OuterTaps(const ConvGeometry<index_t>& g) {
+    for (int j = 0; j < 2; ++j) {
+      first_[j].push_back(0);
+      for (index_t o = 0; o < g.out_size[j]; ++o) {
+        for_each_dim_tap_landing_on(g, j, o, [&](index_t k, index_t i) {
+          tap_[j].push_back(k);
+          input_[j].push_back(i);
+        });
+        first_[j].push_back(static_cast<index_t>(tap_[j].size()));
+      }
+    }
+  }
+
+  OuterTapTable<index_t> table() const {
+    return {{first_[0].data(), first_[1].data()},
+            {tap_[0].data(), tap_[1].data()},
+            {input_[0].data(), input_[1].data()}};
+  }
+
+ private:
+  std::vector<index_t> first_[2], tap_[2], input_[2];
+};
+
 // Calls f(data) with the column buffer's data typed as scalar_t or as
 // scalar_t's op-math type, whichever the buffer holds (see column_dtype_cpu).
 template <typename scalar_t, typename F>
@@ -94,11 +121,27 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       if (get_cpu_row_kernels()) {
+        // Parallel over output planes (n, oc, o0), each a run of out1 rows.
         const auto ranges = inner_ranges_of(g);
-        for_each_scattered_row<index_t, opmath_t>(y, out.numel(), g, g.taps(),
-                                                  [&](index_t r, opmath_t* acc) {
-                                                    col2im_row(c, b, g, ranges.data(), r, acc);
-                                                  });
+        const OuterTaps<index_t> taps(g);
+        const auto table = taps.table();
+        const int64_t rows = g.out_size[1];
+        const int64_t length = g.out_size[2];
+        const int64_t grain =
+            std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * rows * length));
+        at::parallel_for(0, out.numel() / (rows * length), grain, [&](int64_t begin, int64_t end) {
+          std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
+          for (int64_t plane = begin; plane < end; ++plane) {
+            const index_t o0 = static_cast<index_t>(plane % g.out_size[0]);
+            const int64_t nc = plane / g.out_size[0];
+            const index_t oc = static_cast<index_t>(nc % g.out_channels());
+            const index_t n = static_cast<index_t>(nc / g.out_channels());
+            for (index_t o1 = 0; o1 < rows; ++o1) {
+              col2im_row(c, b, g, ranges.data(), table, n, oc, o0, o1, acc.data());
+              store_phase_major_row(g, acc.data(), y + (plane * rows + o1) * length);
+            }
+          }
+        });
         return;
       }
       for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
@@ -124,14 +167,19 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
       const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
       const int64_t length = g.out_size[2];
       const auto ranges = inner_ranges_of(g);
+      const OuterTaps<index_t> taps(g);
+      const auto table = taps.table();
       const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
       at::parallel_for(0, out.size(0) * g.out_channels() * span, grain, [&](int64_t b, int64_t e) {
         std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
         for (int64_t i = b; i < e; ++i) {
-          const int64_t row = (i / span) * outer + begin + i % span;
-          opmath_t* dst = y + row * length;
+          const int64_t oc = i / span;
+          const int64_t outer_row = begin + i % span;
+          opmath_t* dst = y + (oc * outer + outer_row) * length;
           load_phase_major_row(g, dst, acc.data());
-          col2im_row_add(c, g, ranges.data(), static_cast<index_t>(row), acc.data());
+          col2im_row_add(c, g, ranges.data(), table, index_t(0), static_cast<index_t>(oc),
+                         static_cast<index_t>(outer_row / g.out_size[1]),
+                         static_cast<index_t>(outer_row % g.out_size[1]), acc.data());
           store_phase_major_row(g, acc.data(), dst);
         }
       });
@@ -293,6 +341,7 @@ const ElementwiseKernels& cpu_kernels() {
       direct_weight_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
+      /*parallel_chunks=*/true,
   };
   return kernels;
 }

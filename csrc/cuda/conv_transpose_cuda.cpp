@@ -24,6 +24,7 @@ const ElementwiseKernels& cuda_kernels() {
       cuda::direct_weight_grad,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
+      /*parallel_chunks=*/false,
   };
   return kernels;
 }
