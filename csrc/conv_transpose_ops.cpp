@@ -47,6 +47,13 @@ ConvTransposeParams make_params(
   return {stride.vec(), padding.vec(), output_padding.vec(), dilation.vec(), groups};
 }
 
+// The gradient ops take no output padding: the sizes they are given imply it.
+ConvTransposeParams gradient_params(
+    int64_t spatial_dims, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups) {
+  return make_params(stride, padding, std::vector<int64_t>(spatial_dims, 0), dilation, groups);
+}
+
 // Geometry of a batched, validated problem: input (N, C_in, in...),
 // output (N, C_out, out...), kernel sizes from the weight.
 Geometry make_geometry(
@@ -451,8 +458,7 @@ at::Tensor conv_transpose_input_grad(
     at::IntArrayRef dilation,
     int64_t groups) {
   const int64_t spatial_dims = spatial_dims_of(weight);
-  const auto p = make_params(stride, padding, std::vector<int64_t>(spatial_dims, 0),
-                             dilation, groups);
+  const auto p = gradient_params(spatial_dims, stride, padding, dilation, groups);
   const auto shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
   c10::OptionalDeviceGuard guard(grad_output.device());
   const bool unbatched = grad_output.dim() == weight.dim() - 1;
@@ -488,8 +494,8 @@ at::Tensor conv_transpose_weight_grad(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups) {
-  const auto p = make_params(stride, padding, std::vector<int64_t>(kernel_size.size(), 0),
-                             dilation, groups);
+  const auto p = gradient_params(static_cast<int64_t>(kernel_size.size()), stride, padding,
+                                 dilation, groups);
   const auto shape = concrete(weight_grad_shape(input, grad_output, kernel_size, p));
   c10::OptionalDeviceGuard guard(input.device());
   const bool unbatched = input.dim() == static_cast<int64_t>(kernel_size.size()) + 1;
@@ -523,8 +529,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
     at::IntArrayRef dilation,
     int64_t groups) {
   const int64_t spatial_dims = spatial_dims_of(weight);
-  const auto p = make_params(stride, padding, std::vector<int64_t>(spatial_dims, 0),
-                             dilation, groups);
+  const auto p = gradient_params(spatial_dims, stride, padding, dilation, groups);
   const auto shapes = backward_shapes(grad_output, input, weight, p);
   const auto kernel_size = weight.sizes().slice(2);
   const bool unbatched = input.dim() == spatial_dims + 1;

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torch_tconv
 from conftest import assert_close_to
 from test_parity import CONFIGS, make_case
+from test_ranks import make
 
 ops = torch.ops.torch_tconv
 _C = torch_tconv._C
@@ -29,25 +30,16 @@ def layer(name, dtype, batch=2, one_input_channel_per_group=False):
     and so exact whatever its blocking."""
     if name in CONFIGS:
         x, w, b, p = make_case(name, batch, dtype, "cpu")
-        if one_input_channel_per_group:
-            per_group = x.shape[1] // p["groups"]
-            x, w = x[:, ::per_group].contiguous(), w[::per_group].contiguous()
-        k = len(w.shape) - 2
-        expand = lambda v: list(v) if isinstance(v, tuple) else [v] * k  # noqa: E731
-        params = dict(stride=expand(p.get("stride", 1)), padding=expand(p.get("padding", 0)),
-                      output_padding=expand(p.get("output_padding", 0)),
-                      dilation=expand(p.get("dilation", 1)), groups=p["groups"])
-        return x, w, b, params
-    c_in, c_out, groups, size, kernel, stride, padding, output_padding, dilation = LAYERS[name]
-    g = torch.Generator().manual_seed(5)
+        expand = lambda v: list(v) if isinstance(v, tuple) else [v] * (w.dim() - 2)  # noqa: E731
+        p = dict(stride=expand(p.get("stride", 1)), padding=expand(p.get("padding", 0)),
+                 output_padding=expand(p.get("output_padding", 0)),
+                 dilation=expand(p.get("dilation", 1)), groups=p["groups"])
+    else:
+        x, w, b, p = make(name, "cpu", dtype, layers=LAYERS, batch=batch, seed=5)
     if one_input_channel_per_group:
-        c_in = groups
-    x = torch.randn(batch, c_in, *size, generator=g, dtype=torch.float64).to(dtype)
-    w = torch.randn(c_in, c_out // groups, *kernel, generator=g, dtype=torch.float64).to(dtype)
-    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype)
-    params = dict(stride=list(stride), padding=list(padding), output_padding=list(output_padding),
-                  dilation=list(dilation), groups=groups)
-    return x, w, b, params
+        per_group = x.shape[1] // p["groups"]
+        x, w = x[:, ::per_group].contiguous(), w[::per_group].contiguous()
+    return x, w, b, p
 
 
 def forward(x, w, b, p):

@@ -20,10 +20,11 @@ LAYERS = {
 REFERENCE = {1: F.conv_transpose1d, 3: F.conv_transpose3d}
 
 
-def make(name, device, dtype=torch.float64):
-    c_in, c_out, groups, size, kernel, stride, padding, output_padding, dilation = LAYERS[name]
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, c_in, *size, generator=g, dtype=torch.float64).to(device, dtype)
+def make(name, device, dtype=torch.float64, layers=LAYERS, batch=2, seed=3):
+    """Input, weight, bias and keyword parameters of layers[name]."""
+    c_in, c_out, groups, size, kernel, stride, padding, output_padding, dilation = layers[name]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, c_in, *size, generator=g, dtype=torch.float64).to(device, dtype)
     w = torch.randn(c_in, c_out // groups, *kernel, generator=g, dtype=torch.float64).to(device, dtype)
     b = torch.randn(c_out, generator=g, dtype=torch.float64).to(device, dtype)
     params = dict(stride=list(stride), padding=list(padding), output_padding=list(output_padding),
