@@ -420,4 +420,15 @@ std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
   return {std::move(input_shape), std::move(weight_shape)};
 }
 
+std::vector<c10::SymInt> bias_grad_shape(const at::Tensor& grad_output) {
+  const std::string op = "conv_transpose bias gradient";
+  TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
+  check_tensors_agree(op, {{"grad_output", &grad_output}});
+  TORCH_CHECK_VALUE(
+      grad_output.dim() >= 3 && grad_output.dim() <= 5,
+      op, ": grad_output must be 3-D, 4-D or 5-D, laid out as (N, C_out, *output_size), got "
+      "grad_output of shape ", shape_str(grad_output));
+  return {grad_output.sym_size(1)};
+}
+
 }  // namespace torch_tconv

@@ -66,6 +66,10 @@ std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
     const at::Tensor& weight,
     const ConvTransposeParams& params);
 
+// Shape of the bias gradient, (C_out,), of a batched grad_output
+// (N, C_out, out...): the sum over every dim but the channels.
+std::vector<c10::SymInt> bias_grad_shape(const at::Tensor& grad_output);
+
 // The output padding that makes the forward produce `output_size` (spatial
 // sizes) from an input of spatial size `input_size`. Valid sizes run from the
 // minimum (output padding 0) to minimum + max(stride, dilation) - 1.

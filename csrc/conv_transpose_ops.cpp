@@ -560,6 +560,22 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
           weight_grad.result(concrete(shapes.second))};
 }
 
+at::Tensor conv_transpose_bias_grad(const ElementwiseKernels& kernels,
+                                    const at::Tensor& grad_output) {
+  const auto shape = concrete(bias_grad_shape(grad_output));
+  c10::OptionalDeviceGuard guard(grad_output.device());
+  const at::Tensor gy = grad_output.contiguous();
+  at::Tensor out = at::empty(shape, gy.options());
+  if (kernels.bias_grad != nullptr) {
+    kernels.bias_grad(gy, out);
+  } else {
+    std::vector<int64_t> dims{0};
+    for (int64_t d = 2; d < gy.dim(); ++d) dims.push_back(d);
+    out.copy_(gy.sum(dims, /*keepdim=*/false, at::toOpMathType(gy.scalar_type())));
+  }
+  return out;
+}
+
 TORCH_LIBRARY(torch_tconv, m) {
   m.def(
       "conv_transpose(Tensor input, Tensor weight, Tensor? bias, int[] stride, "
@@ -576,6 +592,7 @@ TORCH_LIBRARY(torch_tconv, m) {
   m.def(
       "conv_transpose_backward(Tensor grad_output, Tensor input, Tensor weight, "
       "int[] stride, int[] padding, int[] dilation, int groups) -> (Tensor, Tensor)");
+  m.def("conv_transpose_bias_grad(Tensor grad_output) -> Tensor");
 }
 
 }  // namespace torch_tconv

@@ -4,6 +4,7 @@
 //   conv_transpose_input_grad  gather: im2col of grad_output, then GEMM
 //   conv_transpose_weight_grad im2col of grad_output, then GEMM with input
 //   conv_transpose_backward    both gradients over one im2col of grad_output
+//   conv_transpose_bias_grad   grad_output summed per channel
 //
 // They are the three faces of one trilinear form
 //   T(x, w, g) = <conv_transpose(x, w), g>,
@@ -50,6 +51,9 @@ struct ElementwiseKernels {
                             const at::Tensor& grad_input, const Geometry& g);
   void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
                              const at::Tensor& grad_weight, const Geometry& g);
+  // out (C_out,) = grad_output (N, C_out, ...) summed per channel in the
+  // op-math dtype. Null: ATen's sum does it.
+  void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);
   // The dtype of the GEMM operands and column buffers for inputs of `dtype`:
   // the input dtype, whose GEMMs accumulate in float32 (cuBLAS, oneDNN), or
   // for float16/bfloat16 on a CPU without fast kernels for them, float32.
@@ -155,7 +159,11 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
     at::IntArrayRef dilation,
     int64_t groups);
 
-// Binds the four ops to one backend's kernels, with the signatures that the
+// The bias gradient of a batched grad_output (N, C_out, out...).
+at::Tensor conv_transpose_bias_grad(const ElementwiseKernels& kernels,
+                                    const at::Tensor& grad_output);
+
+// Binds the five ops to one backend's kernels, with the signatures that the
 // schema in conv_transpose_ops.cpp declares. A backend registers them as
 //   m.impl("conv_transpose", &BackendOps<my_kernels>::forward);
 template <const ElementwiseKernels& (*Kernels)()>
@@ -189,6 +197,9 @@ struct BackendOps {
       int64_t groups) {
     return conv_transpose_backward(Kernels(), grad_output, input, weight, stride, padding,
                                    dilation, groups);
+  }
+  static at::Tensor bias_grad(const at::Tensor& grad_output) {
+    return conv_transpose_bias_grad(Kernels(), grad_output);
   }
 };
 

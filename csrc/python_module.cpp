@@ -71,6 +71,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                    tt::params(stride, padding, zeros, dilation, groups));
       },
       "Validates the fused backward's arguments and returns the shapes of both gradients.");
+  m.def("bias_grad_shape", &tt::bias_grad_shape,
+        "Validates the bias-gradient op's argument and returns its output shape.");
   m.def(
       "set_algorithm",
       [](const std::string& name) {

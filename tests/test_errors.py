@@ -122,6 +122,11 @@ def test_ops_called_directly_validate():
         ops.conv_transpose_backward(gy, torch.randn(3, 4, 5, 5), w, [1, 1], [0, 0], [1, 1], 1)
     with pytest.raises(ValueError, match=r"output size \(7, 7\) cannot be produced from input size \(6, 5\)"):
         ops.conv_transpose_backward(gy, torch.randn(2, 4, 6, 5), w, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(ValueError, match=r"bias gradient: grad_output must be 3-D, 4-D or 5-D, .* "
+                                         r"got grad_output of shape \[3, 7\]"):
+        ops.conv_transpose_bias_grad(torch.randn(3, 7))
+    with pytest.raises(TypeError, match="grad_output must be float32, float64, float16 or bfloat16"):
+        ops.conv_transpose_bias_grad(torch.ones(2, 3, 4, dtype=torch.int64))
 
 
 def test_mixed_devices_rejected_on_meta():

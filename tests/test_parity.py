@@ -191,3 +191,17 @@ def test_fused_backward_equals_the_two_gradient_ops(name, dtype, device, algorit
     grad_input, grad_weight = ops.conv_transpose_backward(gy, x, w, *args)
     assert torch.equal(grad_input, ops.conv_transpose_input_grad(gy, w, list(x.shape[2:]), *args))
     assert torch.equal(grad_weight, ops.conv_transpose_weight_grad(x, gy, list(w.shape[2:]), *args))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_bias_grad_sums_in_opmath(dtype, device):
+    """The bias gradient sums in float32 and rounds once: within half a unit
+    in the last place of the exact sum (plus float32 rounding), where a sum
+    kept in the input dtype would lose ~log2(terms) bits."""
+    gy = (torch.rand(4, 3, 48, 40, dtype=torch.float64) + 0.5).to(device, dtype)
+    exact = gy.double().sum([0, 2, 3])
+    got = ops.conv_transpose_bias_grad(gy)
+    ulp = torch.finfo(dtype).eps * exact.abs()
+    assert got.dtype == dtype
+    assert ((got.double() - exact).abs() <= 0.5 * ulp + 1e-5 * exact.abs()).all()

@@ -39,6 +39,7 @@ def op_samples(device):
             (ops.conv_transpose_weight_grad.default,
              (x, gy, list(w.shape[2:]), stride, padding, dilation, groups)),
             (ops.conv_transpose_backward.default, (gy, x, w, stride, padding, dilation, groups)),
+            (ops.conv_transpose_bias_grad.default, (gy if gy.dim() == 4 else gy.unsqueeze(0),)),
         ))
     return [s for group in samples for s in group]
 
@@ -97,6 +98,6 @@ def test_cuda_kernels_registered_in_cuda_builds():
         pytest.skip("CPU-only build expected")
     assert torch_tconv._C.built_with_cuda
     for op in ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad",
-               "conv_transpose_backward"):
+               "conv_transpose_backward", "conv_transpose_bias_grad"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CUDA"), op
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CPU"), op

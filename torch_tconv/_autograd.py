@@ -5,6 +5,7 @@ With T(x, w, g) = <conv_transpose(x, w), g>, a trilinear form:
   conv_transpose_input_grad(g, w)  = dT/dx   (gather: an ordinary convolution)
   conv_transpose_weight_grad(x, g) = dT/dw
   conv_transpose_backward(g, x, w) = (dT/dx, dT/dw), sharing one im2col of g
+and the bias gradient is conv_transpose_bias_grad(g), g summed per channel.
 The backward of each is therefore another face of T, so every gradient is
 one of these ops again and gradients of every order work.
 
@@ -64,9 +65,8 @@ def _forward_backward(ctx, grad_output):
         grad_weight = ops.conv_transpose_weight_grad(
             saved["input"], grad_output, ctx.kernel_size, *_params(ctx))
     if ctx.needs_input_grad[2]:
-        channel_dim = 1 if ctx.batched else 0
-        dims = [d for d in range(grad_output.dim()) if d != channel_dim]
-        grad_bias = grad_output.sum(dims)
+        grad_bias = ops.conv_transpose_bias_grad(
+            grad_output if ctx.batched else grad_output.unsqueeze(0))
     return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
@@ -152,6 +152,19 @@ def _backward_backward(ctx, grad_grad_input, grad_grad_weight):
     return d_grad_output, d_input, d_weight, None, None, None, None
 
 
+# --- conv_transpose_bias_grad(grad_output) ----------------------------------
+# A sum over every dim but the channels: its backward broadcasts back.
+
+def _bias_grad_setup(ctx, inputs, output):
+    (grad_output,) = inputs
+    ctx.shape = grad_output.shape
+
+
+def _bias_grad_backward(ctx, grad_grad_bias):
+    shape = [1, -1] + [1] * (len(ctx.shape) - 2)
+    return grad_grad_bias.reshape(shape).expand(ctx.shape)
+
+
 def _forward_with_size(input, weight, output_size, ctx):
     """The forward op producing exactly output_size (spatial): the output
     padding is implied by the size, as in the gradients of the forward."""
@@ -172,3 +185,6 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "torch_tconv::conv_transpose_backward", _backward_backward,
     setup_context=_backward_setup)
+torch.library.register_autograd(
+    "torch_tconv::conv_transpose_bias_grad", _bias_grad_backward,
+    setup_context=_bias_grad_setup)

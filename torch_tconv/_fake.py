@@ -46,3 +46,8 @@ def _conv_transpose_backward_fake(grad_output, input, weight, stride, padding, d
         grad_output, input, weight, stride, padding, dilation, groups
     )
     return input.new_empty(input_shape), weight.new_empty(weight_shape)
+
+
+@torch.library.register_fake("torch_tconv::conv_transpose_bias_grad")
+def _conv_transpose_bias_grad_fake(grad_output):
+    return grad_output.new_empty(_C.bias_grad_shape(grad_output))

@@ -288,6 +288,45 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
   });
 }
 
+// Sums n values in the op-math dtype in a fixed order: eight interleaved
+// partial sums (which the compiler can keep in vector registers), then
+// their total. ATen's own sum of bfloat16 is ~15x slower than of float32.
+template <typename acc_t, typename scalar_t>
+acc_t sum_of(const scalar_t* __restrict__ x, int64_t n) {
+  constexpr int kLanes = 8;
+  acc_t partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) partial[j] += static_cast<acc_t>(x[i + j]);
+  }
+  for (int j = 0; i < n; ++i, ++j) partial[j] += static_cast<acc_t>(x[i]);
+  acc_t total(0);
+  for (int j = 0; j < kLanes; ++j) total += partial[j];
+  return total;
+}
+
+// Parallel over channels; each channel's sum runs in one fixed order.
+void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
+  TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "bias_grad_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* b = out.mutable_data_ptr<scalar_t>();
+    const int64_t batch = grad_output.size(0);
+    const int64_t channels = grad_output.size(1);
+    const int64_t plane = batch * channels == 0 ? 0 : grad_output.numel() / (batch * channels);
+    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(batch * plane, 1));
+    at::parallel_for(0, channels, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        opmath_t total(0);
+        for (int64_t n = 0; n < batch; ++n) {
+          total += sum_of<opmath_t>(gy + (n * channels + c) * plane, plane);
+        }
+        b[c] = static_cast<scalar_t>(total);
+      }
+    });
+  });
+}
+
 // Best of a few timed calls of at::mm(a, b), in seconds.
 double best_mm_seconds(const at::Tensor& a, const at::Tensor& b, int calls) {
   double best = 1e30;
@@ -339,6 +378,7 @@ const ElementwiseKernels& cpu_kernels() {
       direct_forward_cpu,
       direct_input_grad_cpu,
       direct_weight_grad_cpu,
+      bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
       /*parallel_chunks=*/true,
@@ -354,6 +394,7 @@ TORCH_LIBRARY_IMPL(torch_tconv, CPU, m) {
   m.impl("conv_transpose_input_grad", &Ops::input_grad);
   m.impl("conv_transpose_weight_grad", &Ops::weight_grad);
   m.impl("conv_transpose_backward", &Ops::backward);
+  m.impl("conv_transpose_bias_grad", &Ops::bias_grad);
 }
 
 }  // namespace torch_tconv

@@ -22,6 +22,7 @@ const ElementwiseKernels& cuda_kernels() {
       cuda::direct_forward,
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
+      /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
       /*parallel_chunks=*/false,
@@ -37,6 +38,7 @@ TORCH_LIBRARY_IMPL(torch_tconv, CUDA, m) {
   m.impl("conv_transpose_input_grad", &Ops::input_grad);
   m.impl("conv_transpose_weight_grad", &Ops::weight_grad);
   m.impl("conv_transpose_backward", &Ops::backward);
+  m.impl("conv_transpose_bias_grad", &Ops::bias_grad);
 }
 
 }  // namespace torch_tconv
