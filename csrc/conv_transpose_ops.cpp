@@ -87,9 +87,6 @@ Geometry chunk_of(Geometry g, int64_t batch) {
   return g;
 }
 
-at::ScalarType col_dtype(const ElementwiseKernels& kernels, at::ScalarType dtype) {
-  return kernels.column_dtype(dtype);
-}
 
 // A piece of the problem whose column buffer fits the chunk budget: either
 // whole samples [n0, n0 + g.batch), or, when one sample alone is too large,
@@ -105,10 +102,6 @@ struct Chunk {
   int64_t position_begin;
   bool window;
 };
-
-int64_t chunk_bytes(const ElementwiseKernels& kernels) {
-  return std::min(g_column_budget_bytes.load(), kernels.column_chunk_bytes);
-}
 
 // Windows of `rows` outer input rows of sample n, last window first (see
 // conv_transpose: col2im adds the windows in this order). A window holds
@@ -162,7 +155,7 @@ struct ChunkPlan {
 
 ChunkPlan plan_chunks(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype) {
   const int64_t element = c10::elementSize(dtype);
-  const int64_t budget = chunk_bytes(kernels);
+  const int64_t budget = std::min(g_column_budget_bytes.load(), kernels.column_chunk_bytes);
   const int64_t per_sample = std::max<int64_t>(chunk_of(g, 1).col_numel() * element, 1);
   const int64_t outer_rows = g.in_size[0] * g.in_size[1];
   const int64_t per_row = std::max<int64_t>(per_sample / outer_rows, 1);
@@ -405,7 +398,7 @@ at::Tensor conv_transpose(
   if (use_direct(g)) {
     kernels.direct_forward(x, w, b, out, g);
   } else {
-    const auto dtype = col_dtype(kernels, x.scalar_type());
+    const auto dtype = kernels.column_dtype(x.scalar_type());
     // GEMM layout, per group g (batched over groups by bmm):
     //   cols_g (C_out/G * taps, n * in_numel) = W_gᵀ (C_out/G * taps, C_in/G)
     //                                          · X_g (C_in/G, n * in_numel)
@@ -474,7 +467,7 @@ at::Tensor conv_transpose_input_grad(
   if (use_direct(g)) {
     kernels.direct_input_grad(gy, w, grad_input, g);
   } else {
-    const auto dtype = col_dtype(kernels, gy.scalar_type());
+    const auto dtype = kernels.column_dtype(gy.scalar_type());
     const at::Tensor w_g = weight_by_group(w, g, dtype);
     const ChunkPlan plan = plan_chunks(kernels, g, dtype);
     for_each_chunk(plan, g, dtype, gy.options(), [&](const Chunk& c, at::Tensor cols, int64_t) {
@@ -509,7 +502,7 @@ at::Tensor conv_transpose_weight_grad(
     kernels.direct_weight_grad(x, gy, grad_weight, g);
     return grad_weight;
   }
-  const auto dtype = col_dtype(kernels, x.scalar_type());
+  const auto dtype = kernels.column_dtype(x.scalar_type());
   const ChunkPlan plan = plan_chunks(kernels, g, dtype);
   WeightGradSum sum(g, x, dtype, plan.lanes);
   for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
@@ -539,13 +532,14 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
   const Geometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
   if (x.numel() == 0 || gy.numel() == 0 || use_direct(g)) {
     // Nothing to share: each gradient as its own op computes it.
-    return {conv_transpose_input_grad(kernels, grad_output, weight, input.sym_sizes().slice(input.dim() - spatial_dims),
-                                      stride, padding, dilation, groups),
+    const auto input_size = input.sym_sizes().slice(input.dim() - spatial_dims);
+    return {conv_transpose_input_grad(kernels, grad_output, weight, input_size, stride, padding,
+                                      dilation, groups),
             conv_transpose_weight_grad(kernels, input, grad_output, kernel_size, stride, padding,
                                        dilation, groups)};
   }
   const at::Tensor w = weight.contiguous();
-  const auto dtype = col_dtype(kernels, x.scalar_type());
+  const auto dtype = kernels.column_dtype(x.scalar_type());
   at::Tensor grad_input = at::empty(x.sizes(), x.options());
   const at::Tensor w_g = weight_by_group(w, g, dtype);
   const ChunkPlan plan = plan_chunks(kernels, g, dtype);

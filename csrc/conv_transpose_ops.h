@@ -164,8 +164,8 @@ at::Tensor conv_transpose_bias_grad(const ElementwiseKernels& kernels,
                                     const at::Tensor& grad_output);
 
 // Binds the five ops to one backend's kernels, with the signatures that the
-// schema in conv_transpose_ops.cpp declares. A backend registers them as
-//   m.impl("conv_transpose", &BackendOps<my_kernels>::forward);
+// schema in conv_transpose_ops.cpp declares. A backend registers them all in
+// its TORCH_LIBRARY_IMPL block with BackendOps<my_kernels>::register_impls(m).
 template <const ElementwiseKernels& (*Kernels)()>
 struct BackendOps {
   static at::Tensor forward(
@@ -200,6 +200,17 @@ struct BackendOps {
   }
   static at::Tensor bias_grad(const at::Tensor& grad_output) {
     return conv_transpose_bias_grad(Kernels(), grad_output);
+  }
+
+  // Library is torch::Library (a template so that this header, which the
+  // CUDA launchers include, need not pull in torch/library.h).
+  template <typename Library>
+  static void register_impls(Library& m) {
+    m.impl("conv_transpose", &forward);
+    m.impl("conv_transpose_input_grad", &input_grad);
+    m.impl("conv_transpose_weight_grad", &weight_grad);
+    m.impl("conv_transpose_backward", &backward);
+    m.impl("conv_transpose_bias_grad", &bias_grad);
   }
 };
 

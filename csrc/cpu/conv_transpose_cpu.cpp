@@ -73,33 +73,6 @@ std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g)
   return ranges;
 }
 
-// The storage behind an OuterTapTable, built for one launch.
-template <typename index_t>
-class OuterTaps {
- public:
-  explicit OuterTaps(const ConvGeometry<index_t>& g) {
-    for (int j = 0; j < 2; ++j) {
-      first_[j].push_back(0);
-      for (index_t o = 0; o < g.out_size[j]; ++o) {
-        for_each_dim_tap_landing_on(g, j, o, [&](index_t k, index_t i) {
-          tap_[j].push_back(k);
-          input_[j].push_back(i);
-        });
-        first_[j].push_back(static_cast<index_t>(tap_[j].size()));
-      }
-    }
-  }
-
-  OuterTapTable<index_t> table() const {
-    return {{first_[0].data(), first_[1].data()},
-            {tap_[0].data(), tap_[1].data()},
-            {input_[0].data(), input_[1].data()}};
-  }
-
- private:
-  std::vector<index_t> first_[2], tap_[2], input_[2];
-};
-
 // Calls f(data) with the column buffer's data typed as scalar_t or as
 // scalar_t's op-math type, whichever the buffer holds (see column_dtype_cpu).
 template <typename scalar_t, typename F>
@@ -123,8 +96,6 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
       if (get_cpu_row_kernels()) {
         // Parallel over output planes (n, oc, o0), each a run of out1 rows.
         const auto ranges = inner_ranges_of(g);
-        const OuterTaps<index_t> taps(g);
-        const auto table = taps.table();
         const int64_t rows = g.out_size[1];
         const int64_t length = g.out_size[2];
         const int64_t grain =
@@ -137,7 +108,7 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
             const index_t oc = static_cast<index_t>(nc % g.out_channels());
             const index_t n = static_cast<index_t>(nc / g.out_channels());
             for (index_t o1 = 0; o1 < rows; ++o1) {
-              col2im_row(c, b, g, ranges.data(), table, n, oc, o0, o1, acc.data());
+              col2im_row(c, b, g, ranges.data(), n, oc, o0, o1, acc.data());
               store_phase_major_row(g, acc.data(), y + (plane * rows + o1) * length);
             }
           }
@@ -167,8 +138,6 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
       const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
       const int64_t length = g.out_size[2];
       const auto ranges = inner_ranges_of(g);
-      const OuterTaps<index_t> taps(g);
-      const auto table = taps.table();
       const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
       at::parallel_for(0, out.size(0) * g.out_channels() * span, grain, [&](int64_t b, int64_t e) {
         std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
@@ -177,7 +146,7 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
           const int64_t outer_row = begin + i % span;
           opmath_t* dst = y + (oc * outer + outer_row) * length;
           load_phase_major_row(g, dst, acc.data());
-          col2im_row_add(c, g, ranges.data(), table, index_t(0), static_cast<index_t>(oc),
+          col2im_row_add(c, g, ranges.data(), index_t(0), static_cast<index_t>(oc),
                          static_cast<index_t>(outer_row / g.out_size[1]),
                          static_cast<index_t>(outer_row % g.out_size[1]), acc.data());
           store_phase_major_row(g, acc.data(), dst);
@@ -389,12 +358,7 @@ const ElementwiseKernels& cpu_kernels() {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_tconv, CPU, m) {
-  using Ops = BackendOps<cpu_kernels>;
-  m.impl("conv_transpose", &Ops::forward);
-  m.impl("conv_transpose_input_grad", &Ops::input_grad);
-  m.impl("conv_transpose_weight_grad", &Ops::weight_grad);
-  m.impl("conv_transpose_backward", &Ops::backward);
-  m.impl("conv_transpose_bias_grad", &Ops::bias_grad);
+  BackendOps<cpu_kernels>::register_impls(m);
 }
 
 }  // namespace torch_tconv

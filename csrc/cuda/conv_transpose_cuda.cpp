@@ -33,12 +33,7 @@ const ElementwiseKernels& cuda_kernels() {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_tconv, CUDA, m) {
-  using Ops = BackendOps<cuda_kernels>;
-  m.impl("conv_transpose", &Ops::forward);
-  m.impl("conv_transpose_input_grad", &Ops::input_grad);
-  m.impl("conv_transpose_weight_grad", &Ops::weight_grad);
-  m.impl("conv_transpose_backward", &Ops::backward);
-  m.impl("conv_transpose_bias_grad", &Ops::bias_grad);
+  BackendOps<cuda_kernels>::register_impls(m);
 }
 
 }  // namespace torch_tconv

@@ -434,41 +434,16 @@ C10_HOST_DEVICE inline void unravel_row(
   n = row / channels;
 }
 
-// The kernel taps of the two outer dims that land on each output coordinate,
-// tabulated once per launch in the order for_each_dim_tap_landing_on visits
-// them: for output coordinate o of dim j, entries [first[j][o],
-// first[j][o + 1]) of tap[j] and input[j]. A row body then finds its taps
-// without the divisions of the walk.
-template <typename index_t>
-struct OuterTapTable {
-  const index_t* first[2];
-  const index_t* tap[2];
-  const index_t* input[2];
-};
-
-// for_each_outer_tap_landing_on, read from the table.
-template <typename index_t, typename Visit>
-C10_HOST_DEVICE inline void for_each_outer_tap_in_table(
-    const OuterTapTable<index_t>& table, const ConvGeometry<index_t>& g, index_t o0, index_t o1,
-    Visit&& visit) {
-  for (index_t a = table.first[0][o0]; a < table.first[0][o0 + 1]; ++a) {
-    for (index_t b = table.first[1][o1]; b < table.first[1][o1 + 1]; ++b) {
-      visit(table.tap[0][a] * g.kernel[1] + table.tap[1][b],
-            table.input[0][a] * g.in_size[1] + table.input[1][b]);
-    }
-  }
-}
-
 // Adds the column entries that land on output row (n, oc, o0, o1, all out2)
 // to acc, a phase-major accumulator row (see phase_length).
 template <typename acc_t, typename col_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row_add(
     const col_t* cols, const ConvGeometry<index_t>& g, const InnerRange<index_t>* ranges,
-    const OuterTapTable<index_t>& table, index_t n, index_t oc, index_t o0, index_t o1,
-    acc_t* acc) {
+    index_t n, index_t oc, index_t o0, index_t o1, acc_t* acc) {
   const index_t width = g.col_width();
   const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
-  for_each_outer_tap_in_table(table, g, o0, o1, [&](index_t outer_tap, index_t in_row) {
+  const index_t out[kMaxSpatialDims] = {o0, o1, 0};
+  for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
     for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
       const InnerRange<index_t> r = ranges[k2];
       const col_t* src = base + (outer_tap * g.kernel[2] + k2) * width + in_row * g.in_size[2];
@@ -482,12 +457,12 @@ C10_HOST_DEVICE inline void col2im_row_add(
 template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row(
     const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g,
-    const InnerRange<index_t>* ranges, const OuterTapTable<index_t>& table, index_t n,
+    const InnerRange<index_t>* ranges, index_t n,
     index_t oc, index_t o0, index_t o1, acc_t* acc) {
   const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
   const index_t acc_length = g.stride[2] * phase_length(g);
   for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
-  col2im_row_add(cols, g, ranges, table, n, oc, o0, o1, acc);
+  col2im_row_add(cols, g, ranges, n, oc, o0, o1, acc);
 }
 
 // The outer output rows (flattened over the two outer spatial dims) that the
