@@ -104,13 +104,14 @@ ReducedPrecisionGemm get_cpu_reduced_precision_gemm();
 void set_cpu_row_kernels(bool enabled);
 bool get_cpu_row_kernels();
 
-// Calls f(geometry) with the geometry in the index type chosen above.
+// Calls f(geometry) with the geometry as a KernelGeometry in the index type
+// chosen above, its divisors computed for this launch.
 template <typename F>
 void dispatch_index_type(const Geometry& g, const F& f) {
   if (get_int32_indices_allowed() && g.fits_int32()) {
-    f(g.template as<int32_t>());
+    f(KernelGeometry<int32_t>(g.template as<int32_t>()));
   } else {
-    f(g);
+    f(KernelGeometry<int64_t>(g));
   }
 }
 

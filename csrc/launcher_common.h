@@ -10,7 +10,7 @@
 
 namespace torch_tconv {
 
-// The index type of a ConvGeometry<index_t> (see dispatch_index_type).
+// The index type of a KernelGeometry<index_t> (see dispatch_index_type).
 template <typename G>
 using index_type = std::decay_t<decltype(std::declval<G>().batch)>;
 

@@ -20,9 +20,12 @@ PROPERTY_SETTINGS = settings(
     layouts=st.tuples(*[st.sampled_from(LAYOUTS)] * 3),
     algorithm=st.sampled_from(["auto", "gemm", "direct"]),
     int32_indices=st.booleans(),
+    element_bodies=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_float64_oracle(layer, layouts, algorithm, int32_indices, seed):
+def test_matches_float64_oracle(layer, layouts, algorithm, int32_indices, element_bodies, seed):
+    """element_bodies runs the CPU launchers on the bodies the CUDA kernels
+    run, so random geometries check the GPU's index arithmetic too."""
     g = torch.Generator().manual_seed(seed)
     x = with_layout(torch.randn(layer.input_shape(), generator=g, dtype=torch.float64), layouts[0])
     w = with_layout(torch.randn(layer.weight_shape(), generator=g, dtype=torch.float64), layouts[1])
@@ -31,6 +34,7 @@ def test_matches_float64_oracle(layer, layouts, algorithm, int32_indices, seed):
 
     torch_tconv._C.set_algorithm(algorithm)
     torch_tconv._C.set_int32_indices_allowed(int32_indices)
+    torch_tconv._C.set_cpu_row_kernels(not element_bodies)
     try:
         out = torch_tconv.conv_transpose2d(x, w, b, **layer.params())
         grad_output = with_layout(torch.randn(out.shape, generator=g, dtype=torch.float64), layouts[2])
@@ -40,6 +44,7 @@ def test_matches_float64_oracle(layer, layouts, algorithm, int32_indices, seed):
     finally:
         torch_tconv._C.set_algorithm("auto")
         torch_tconv._C.set_int32_indices_allowed(True)
+        torch_tconv._C.set_cpu_row_kernels(True)
     for name, got, want in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected[1:]):
         if out.numel() == 0 and got is None:
             continue  # no path from an empty output to the leaf

@@ -46,7 +46,7 @@ __device__ __forceinline__ void for_each_index(int64_t numel, const Body& body) 
 
 template <typename scalar_t, typename index_t>
 __global__ void col2im_kernel(const scalar_t* cols, const scalar_t* bias, scalar_t* out,
-                              ConvGeometry<index_t> g, int64_t numel) {
+                              KernelGeometry<index_t> g, int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   for_each_index<index_t>(numel, [&](index_t i) {
     out[i] = static_cast<scalar_t>(col2im_element<acc_t>(cols, bias, g, i));
@@ -55,14 +55,14 @@ __global__ void col2im_kernel(const scalar_t* cols, const scalar_t* bias, scalar
 
 template <typename scalar_t, typename index_t>
 __global__ void im2col_kernel(const scalar_t* grad_output, scalar_t* cols,
-                              ConvGeometry<index_t> g, int64_t numel) {
+                              KernelGeometry<index_t> g, int64_t numel) {
   for_each_index<index_t>(numel, [&](index_t i) { cols[i] = im2col_element(grad_output, g, i); });
 }
 
 template <typename scalar_t, typename index_t>
 __global__ void direct_forward_kernel(const scalar_t* input, const scalar_t* weight,
                                       const scalar_t* bias, scalar_t* out,
-                                      ConvGeometry<index_t> g, int64_t numel) {
+                                      KernelGeometry<index_t> g, int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   for_each_index<index_t>(numel, [&](index_t i) {
     out[i] = static_cast<scalar_t>(direct_forward_element<acc_t>(input, weight, bias, g, i));
@@ -71,7 +71,7 @@ __global__ void direct_forward_kernel(const scalar_t* input, const scalar_t* wei
 
 template <typename scalar_t, typename index_t>
 __global__ void direct_input_grad_kernel(const scalar_t* grad_output, const scalar_t* weight,
-                                         scalar_t* grad_input, ConvGeometry<index_t> g,
+                                         scalar_t* grad_input, KernelGeometry<index_t> g,
                                          int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   for_each_index<index_t>(numel, [&](index_t i) {
@@ -83,7 +83,7 @@ __global__ void direct_input_grad_kernel(const scalar_t* grad_output, const scal
 // and a shared-memory tree adds the partial sums in a fixed order.
 template <typename scalar_t, typename index_t>
 __global__ void direct_weight_grad_kernel(const scalar_t* input, const scalar_t* grad_output,
-                                          scalar_t* grad_weight, ConvGeometry<index_t> g,
+                                          scalar_t* grad_weight, KernelGeometry<index_t> g,
                                           int64_t numel) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t partial[kThreads];

@@ -22,6 +22,8 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+// ATen's multiply-shift divider: plain C++ on the host, __umulhi on the GPU.
+#include <ATen/cuda/detail/IntegerDivider.cuh>
 
 #include <cstdint>
 
@@ -120,16 +122,100 @@ struct ConvGeometry {
   }
 };
 
-// Splits a linear row-major position into its kMaxSpatialDims coordinates.
+// Division by a size fixed for a launch. Integer division by a runtime value
+// takes about 20 instructions on the GPU, and an element of col2im needed
+// dozens of them, so the 32-bit one divides by a multiply and a shift (ATen's
+// IntDivider, whose host code does the same arithmetic, so the CPU tests
+// cover it). The 64-bit one divides. Dividends must be non-negative.
+template <typename index_t>
+struct Divisor {
+  Divisor() = default;
+  explicit Divisor(index_t d) : value(d) {}
+  C10_HOST_DEVICE index_t div(index_t n) const {
+    return n / value;
+  }
+  index_t value;
+};
+
+template <>
+struct Divisor<int32_t> {
+  Divisor() = default;
+  // IntDivider needs d >= 1. A size of 0 is never divided by: the launchers
+  // return early on empty tensors.
+  explicit Divisor(int32_t d)
+      : value(d), divider(static_cast<uint32_t>(d > 0 ? d : 1)) {}
+  C10_HOST_DEVICE int32_t div(int32_t n) const {
+    return static_cast<int32_t>(divider.div(static_cast<uint32_t>(n)));
+  }
+  int32_t value;
+  at::cuda::detail::IntDivider<uint32_t> divider;
+};
+
+// n = quotient * d.value + remainder.
+template <typename index_t>
+C10_HOST_DEVICE inline void divmod(const Divisor<index_t>& d, index_t n, index_t& quotient,
+                                   index_t& remainder) {
+  quotient = d.div(n);
+  remainder = n - quotient * d.value;
+}
+
+// What every body receives: the geometry in the launch's index type, with
+// the divisors and tap steps of its index arithmetic computed once, on the
+// host, when the launch starts (dispatch_index_type).
+template <typename index_t>
+struct KernelGeometry : ConvGeometry<index_t> {
+  KernelGeometry() = default;
+  explicit KernelGeometry(const ConvGeometry<index_t>& g) : ConvGeometry<index_t>(g) {
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      in_size_divisor[j] = Divisor<index_t>(g.in_size[j]);
+      out_size_divisor[j] = Divisor<index_t>(g.out_size[j]);
+      kernel_divisor[j] = Divisor<index_t>(g.kernel[j]);
+      stride_divisor[j] = Divisor<index_t>(g.stride[j]);
+      dilation_quotient[j] = g.dilation[j] / g.stride[j];
+      dilation_remainder[j] = g.dilation[j] % g.stride[j];
+      in_step[j] = g.tap_step[j] * g.dilation[j] / g.stride[j];
+    }
+    in_numel_divisor = Divisor<index_t>(g.in_numel());
+    out_numel_divisor = Divisor<index_t>(g.out_numel());
+    taps_divisor = Divisor<index_t>(g.taps());
+    col_width_divisor = Divisor<index_t>(g.col_width());
+    in_channels_divisor = Divisor<index_t>(g.in_channels());
+    out_channels_divisor = Divisor<index_t>(g.out_channels());
+    in_channels_per_group_divisor = Divisor<index_t>(g.in_channels_per_group);
+    out_channels_per_group_divisor = Divisor<index_t>(g.out_channels_per_group);
+  }
+
+  Divisor<index_t> in_size_divisor[kMaxSpatialDims];
+  Divisor<index_t> out_size_divisor[kMaxSpatialDims];
+  Divisor<index_t> kernel_divisor[kMaxSpatialDims];
+  Divisor<index_t> stride_divisor[kMaxSpatialDims];
+  Divisor<index_t> in_numel_divisor;
+  Divisor<index_t> out_numel_divisor;
+  Divisor<index_t> taps_divisor;
+  Divisor<index_t> col_width_divisor;
+  Divisor<index_t> in_channels_divisor;
+  Divisor<index_t> out_channels_divisor;
+  Divisor<index_t> in_channels_per_group_divisor;
+  Divisor<index_t> out_channels_per_group_divisor;
+  // dilation = stride * dilation_quotient + dilation_remainder, so that the
+  // tap search below can step t = out + padding - k * dilation down by one
+  // dilation at a time while keeping t's quotient and remainder by the stride.
+  index_t dilation_quotient[kMaxSpatialDims];
+  index_t dilation_remainder[kMaxSpatialDims];
+  // How far the input coordinate moves back between consecutive taps that
+  // land on the same output: tap_step * dilation / stride, exactly.
+  index_t in_step[kMaxSpatialDims];
+};
+
+// Splits a linear row-major position into its kMaxSpatialDims coordinates,
+// `size` being the dims' divisors.
 template <typename index_t>
 C10_HOST_DEVICE inline void unravel_spatial(
     index_t linear,
-    const index_t (&size)[kMaxSpatialDims],
+    const Divisor<index_t> (&size)[kMaxSpatialDims],
     index_t (&coord)[kMaxSpatialDims]) {
-  coord[2] = linear % size[2];
-  linear /= size[2];
-  coord[1] = linear % size[1];
-  coord[0] = linear / size[1];
+  divmod(size[2], linear, linear, coord[2]);
+  divmod(size[1], linear, coord[0], coord[1]);
 }
 
 template <typename index_t>
@@ -139,30 +225,48 @@ C10_HOST_DEVICE inline index_t ravel_spatial(
   return (coord[0] * size[1] + coord[1]) * size[2] + coord[2];
 }
 
-// The first kernel tap of dim j whose scatter can land on output coordinate
-// `out`: the smallest k with (out + padding - k * dilation) divisible by the
-// stride. The others follow every tap_step taps. Returns kernel (no tap) when
-// none exists.
+// The first kernel tap of spatial dim j whose scatter lands on output
+// coordinate `out`, and the input coordinate it comes from: the smallest k
+// with t = out + padding - k * dilation a multiple of the stride, and
+// i = t / stride. Later taps that land there follow every tap_step taps, their
+// input coordinate in_step lower each time. k = kernel[j] when no tap lands.
 template <typename index_t>
-C10_HOST_DEVICE inline index_t first_tap(const ConvGeometry<index_t>& g, int j, index_t out) {
+struct FirstTap {
+  index_t k;
+  index_t i;
+};
+
+template <typename index_t>
+C10_HOST_DEVICE inline FirstTap<index_t> first_tap_landing_on(
+    const KernelGeometry<index_t>& g, int j, index_t out) {
+  const index_t t = out + g.padding[j];
+  // t only decreases with k: no tap lands once it is negative.
+  if (t < 0) return {g.kernel[j], 0};
+  index_t i, remainder;
+  divmod(g.stride_divisor[j], t, i, remainder);
+  // Only the first tap_step taps can be the first to divide. Each step lowers
+  // t by one dilation; i and the remainder follow without a division.
   const index_t limit = g.tap_step[j] < g.kernel[j] ? g.tap_step[j] : g.kernel[j];
-  for (index_t k = 0; k < limit; ++k) {
-    if ((out + g.padding[j] - k * g.dilation[j]) % g.stride[j] == 0) return k;
+  index_t k = 0;
+  while (remainder != 0) {
+    if (++k >= limit) return {g.kernel[j], 0};
+    i -= g.dilation_quotient[j];
+    remainder -= g.dilation_remainder[j];
+    if (remainder < 0) {
+      remainder += g.stride[j];
+      --i;
+    }
   }
-  return g.kernel[j];
+  return {k, i};
 }
 
-// Calls visit(k, i) for every tap k of spatial dim j whose scatter lands on
-// output coordinate `out`, with the input coordinate i it comes from:
-// i = (out + padding - k * dilation) / stride, when that divides exactly and
-// lies inside the input. Only the taps that divide are visited.
+// Calls visit(k, i) for every tap k of spatial dim j, from `first` on, whose
+// input coordinate i lies inside the input.
 template <typename index_t, typename Visit>
-C10_HOST_DEVICE inline void for_each_dim_tap_landing_on(
-    const ConvGeometry<index_t>& g, int j, index_t out, Visit&& visit) {
-  for (index_t k = first_tap(g, j, out); k < g.kernel[j]; k += g.tap_step[j]) {
-    const index_t t = out + g.padding[j] - k * g.dilation[j];
-    if (t < 0) break;  // t only decreases with k
-    const index_t i = t / g.stride[j];
+C10_HOST_DEVICE inline void for_each_dim_tap_from_first(
+    const KernelGeometry<index_t>& g, int j, FirstTap<index_t> first, Visit&& visit) {
+  index_t i = first.i;
+  for (index_t k = first.k; k < g.kernel[j] && i >= 0; k += g.tap_step[j], i -= g.in_step[j]) {
     if (i < g.in_size[j]) visit(k, i);
   }
 }
@@ -171,9 +275,10 @@ C10_HOST_DEVICE inline void for_each_dim_tap_landing_on(
 // taps of the two outer dims that land on output row (out0, out1).
 template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_outer_tap_landing_on(
-    const ConvGeometry<index_t>& g, const index_t (&out)[kMaxSpatialDims], Visit&& visit) {
-  for_each_dim_tap_landing_on(g, 0, out[0], [&](index_t k0, index_t i0) {
-    for_each_dim_tap_landing_on(g, 1, out[1], [&](index_t k1, index_t i1) {
+    const KernelGeometry<index_t>& g, const index_t (&out)[kMaxSpatialDims], Visit&& visit) {
+  const FirstTap<index_t> first1 = first_tap_landing_on(g, 1, out[1]);
+  for_each_dim_tap_from_first(g, 0, first_tap_landing_on(g, 0, out[0]), [&](index_t k0, index_t i0) {
+    for_each_dim_tap_from_first(g, 1, first1, [&](index_t k1, index_t i1) {
       visit(k0 * g.kernel[1] + k1, i0 * g.in_size[1] + i1);
     });
   });
@@ -181,14 +286,16 @@ C10_HOST_DEVICE inline void for_each_outer_tap_landing_on(
 
 // Calls visit(tap, input_position) for every kernel tap whose scatter lands
 // on output position `out` (spatial coordinates), together with the input
-// position it comes from: the gather view of the forward pass.
+// position it comes from: the gather view of the forward pass. Taps come in
+// increasing order.
 template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_tap_landing_on(
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     const index_t (&out)[kMaxSpatialDims],
     Visit&& visit) {
+  const FirstTap<index_t> first2 = first_tap_landing_on(g, 2, out[2]);
   for_each_outer_tap_landing_on(g, out, [&](index_t outer_tap, index_t in_row) {
-    for_each_dim_tap_landing_on(g, 2, out[2], [&](index_t k2, index_t i2) {
+    for_each_dim_tap_from_first(g, 2, first2, [&](index_t k2, index_t i2) {
       visit(outer_tap * g.kernel[2] + k2, in_row * g.in_size[2] + i2);
     });
   });
@@ -198,14 +305,13 @@ C10_HOST_DEVICE inline void for_each_tap_landing_on(
 // output channel (in the input channel's group) and the kernel tap.
 template <typename index_t>
 C10_HOST_DEVICE inline void unravel_weight(
-    const ConvGeometry<index_t>& g, index_t weight_index, index_t& ic, index_t& oc,
+    const KernelGeometry<index_t>& g, index_t weight_index, index_t& ic, index_t& oc,
     index_t (&k)[kMaxSpatialDims]) {
-  const index_t taps = g.taps();
-  const index_t ic_oc = weight_index / taps;
-  const index_t oc_g = ic_oc % g.out_channels_per_group;
-  ic = ic_oc / g.out_channels_per_group;
-  oc = (ic / g.in_channels_per_group) * g.out_channels_per_group + oc_g;
-  unravel_spatial(weight_index % taps, g.kernel, k);
+  index_t ic_oc, tap, oc_g;
+  divmod(g.taps_divisor, weight_index, ic_oc, tap);
+  divmod(g.out_channels_per_group_divisor, ic_oc, ic, oc_g);
+  oc = g.in_channels_per_group_divisor.div(ic) * g.out_channels_per_group + oc_g;
+  unravel_spatial(tap, g.kernel_divisor, k);
 }
 
 // Output position that input position `in` reaches through kernel tap `k`,
@@ -227,13 +333,13 @@ C10_HOST_DEVICE inline index_t scatter_target(
 // position `in` scatters into the output.
 template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_tap_from(
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     const index_t (&in)[kMaxSpatialDims],
     Visit&& visit) {
   const index_t taps = g.taps();
   for (index_t tap = 0; tap < taps; ++tap) {
     index_t k[kMaxSpatialDims];
-    unravel_spatial(tap, g.kernel, k);
+    unravel_spatial(tap, g.kernel_divisor, k);
     const index_t out = scatter_target(g, in, k);
     if (out >= 0) visit(tap, out);
   }
@@ -251,14 +357,12 @@ template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t col2im_element(
     const col_t* cols,
     const scalar_t* bias,
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     index_t index) {
-  const index_t out_numel = g.out_numel();
-  index_t out[kMaxSpatialDims];
-  unravel_spatial(index % out_numel, g.out_size, out);
-  const index_t nc = index / out_numel;
-  const index_t oc = nc % g.out_channels();
-  const index_t n = nc / g.out_channels();
+  index_t nc, position, n, oc, out[kMaxSpatialDims];
+  divmod(g.out_numel_divisor, index, nc, position);
+  unravel_spatial(position, g.out_size_divisor, out);
+  divmod(g.out_channels_divisor, nc, n, oc);
 
   const index_t width = g.col_width();
   // Row oc * taps of the buffer: group-major order makes (g * C_out_g + oc_g)
@@ -276,18 +380,16 @@ C10_HOST_DEVICE inline acc_t col2im_element(
 template <typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline scalar_t im2col_element(
     const scalar_t* grad_output,
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     index_t index) {
-  const index_t width = g.col_width();
-  const index_t row = index / width;
-  const index_t col = index % width;
-  const index_t taps = g.taps();
-  const index_t oc = row / taps;
-  const index_t n = col / g.in_numel();
+  index_t row, col, oc, tap, n, position;
+  divmod(g.col_width_divisor, index, row, col);
+  divmod(g.taps_divisor, row, oc, tap);
+  divmod(g.in_numel_divisor, col, n, position);
   index_t k[kMaxSpatialDims];
   index_t in[kMaxSpatialDims];
-  unravel_spatial(row % taps, g.kernel, k);
-  unravel_spatial(col % g.in_numel(), g.in_size, in);
+  unravel_spatial(tap, g.kernel_divisor, k);
+  unravel_spatial(position, g.in_size_divisor, in);
   const index_t out = scatter_target(g, in, k);
   if (out < 0) return scalar_t(0);
   return grad_output[(n * g.out_channels() + oc) * g.out_numel() + out];
@@ -438,7 +540,7 @@ C10_HOST_DEVICE inline void unravel_row(
 // to acc, a phase-major accumulator row (see phase_length).
 template <typename acc_t, typename col_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row_add(
-    const col_t* cols, const ConvGeometry<index_t>& g, const InnerRange<index_t>* ranges,
+    const col_t* cols, const KernelGeometry<index_t>& g, const InnerRange<index_t>* ranges,
     index_t n, index_t oc, index_t o0, index_t o1, acc_t* acc) {
   const index_t width = g.col_width();
   const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
@@ -456,7 +558,7 @@ C10_HOST_DEVICE inline void col2im_row_add(
 // into acc (phase-major).
 template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row(
-    const col_t* cols, const scalar_t* bias, const ConvGeometry<index_t>& g,
+    const col_t* cols, const scalar_t* bias, const KernelGeometry<index_t>& g,
     const InnerRange<index_t>* ranges, index_t n,
     index_t oc, index_t o0, index_t o1, acc_t* acc) {
   const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
@@ -491,19 +593,18 @@ C10_HOST_DEVICE inline void reached_outer_rows(const ConvGeometry<index_t>& g, i
 // stepped, so a short row costs no divisions.
 template <typename scalar_t, typename col_t, typename index_t>
 C10_HOST_DEVICE inline void im2col_rows(
-    const scalar_t* grad_output, const ConvGeometry<index_t>& g,
+    const scalar_t* grad_output, const KernelGeometry<index_t>& g,
     const InnerRange<index_t>* ranges, index_t begin, index_t end, col_t* cols_rows) {
   const index_t in_rows = g.batch * g.in_size[0] * g.in_size[1];
-  const index_t taps = g.taps();
   const index_t length = g.in_size[2];
   const index_t s = g.stride[2];
   index_t row = begin;
   while (row < end) {
     // One (oc, tap) segment: the tap and its inner range are fixed.
     const index_t channel_tap = row / in_rows;
-    const index_t oc = channel_tap / taps;
-    index_t k[kMaxSpatialDims];
-    unravel_spatial(channel_tap % taps, g.kernel, k);
+    index_t oc, tap, k[kMaxSpatialDims];
+    divmod(g.taps_divisor, channel_tap, oc, tap);
+    unravel_spatial(tap, g.kernel_divisor, k);
     const InnerRange<index_t> r = ranges[k[2]];
     const index_t segment_end = end < (channel_tap + 1) * in_rows ? end : (channel_tap + 1) * in_rows;
     index_t sample_row = row % in_rows;
@@ -542,7 +643,7 @@ C10_HOST_DEVICE inline void im2col_rows(
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void direct_forward_row(
     const scalar_t* input, const scalar_t* weight, const scalar_t* bias,
-    const ConvGeometry<index_t>& g, const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
+    const KernelGeometry<index_t>& g, const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
   index_t n, oc, out[kMaxSpatialDims];
   unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
   const index_t group = oc / g.out_channels_per_group;
@@ -586,7 +687,7 @@ C10_HOST_DEVICE inline void for_each_outer_tap_from(
 // acc (in_size[2] values); `row` runs over N * C_in * in0 * in1.
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void direct_input_grad_row(
-    const scalar_t* grad_output, const scalar_t* weight, const ConvGeometry<index_t>& g,
+    const scalar_t* grad_output, const scalar_t* weight, const KernelGeometry<index_t>& g,
     const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
   index_t n, ic, in[kMaxSpatialDims];
   unravel_row(row, g.in_channels(), g.in_size, n, ic, in);
@@ -613,7 +714,7 @@ C10_HOST_DEVICE inline void direct_input_grad_row(
 // direct_weight_grad_partial over the whole range.
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
-    const scalar_t* input, const scalar_t* grad_output, const ConvGeometry<index_t>& g,
+    const scalar_t* input, const scalar_t* grad_output, const KernelGeometry<index_t>& g,
     index_t weight_index) {
   index_t ic, oc, k[kMaxSpatialDims];
   unravel_weight(g, weight_index, ic, oc, k);
@@ -653,16 +754,13 @@ C10_HOST_DEVICE inline acc_t direct_forward_element(
     const scalar_t* input,
     const scalar_t* weight,
     const scalar_t* bias,
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     index_t index) {
-  const index_t out_numel = g.out_numel();
-  index_t out[kMaxSpatialDims];
-  unravel_spatial(index % out_numel, g.out_size, out);
-  const index_t nc = index / out_numel;
-  const index_t oc = nc % g.out_channels();
-  const index_t n = nc / g.out_channels();
-  const index_t group = oc / g.out_channels_per_group;
-  const index_t oc_g = oc % g.out_channels_per_group;
+  index_t nc, position, n, oc, group, oc_g, out[kMaxSpatialDims];
+  divmod(g.out_numel_divisor, index, nc, position);
+  unravel_spatial(position, g.out_size_divisor, out);
+  divmod(g.out_channels_divisor, nc, n, oc);
+  divmod(g.out_channels_per_group_divisor, oc, group, oc_g);
   const index_t taps = g.taps();
   const index_t in_numel = g.in_numel();
 
@@ -684,15 +782,13 @@ template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_input_grad_element(
     const scalar_t* grad_output,
     const scalar_t* weight,
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     index_t index) {
-  const index_t in_numel = g.in_numel();
-  index_t in[kMaxSpatialDims];
-  unravel_spatial(index % in_numel, g.in_size, in);
-  const index_t nc = index / in_numel;
-  const index_t ic = nc % g.in_channels();
-  const index_t n = nc / g.in_channels();
-  const index_t group = ic / g.in_channels_per_group;
+  index_t nc, position, n, ic, in[kMaxSpatialDims];
+  divmod(g.in_numel_divisor, index, nc, position);
+  unravel_spatial(position, g.in_size_divisor, in);
+  divmod(g.in_channels_divisor, nc, n, ic);
+  const index_t group = g.in_channels_per_group_divisor.div(ic);
   const index_t taps = g.taps();
   const index_t out_numel = g.out_numel();
 
@@ -716,7 +812,7 @@ template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
     const scalar_t* input,
     const scalar_t* grad_output,
-    const ConvGeometry<index_t>& g,
+    const KernelGeometry<index_t>& g,
     index_t weight_index,
     index_t begin,
     index_t end,
@@ -728,10 +824,9 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
 
   acc_t acc(0);
   for (index_t p = begin; p < end; p += step) {
-    const index_t n = p / in_numel;
-    const index_t position = p % in_numel;
-    index_t in[kMaxSpatialDims];
-    unravel_spatial(position, g.in_size, in);
+    index_t n, position, in[kMaxSpatialDims];
+    divmod(g.in_numel_divisor, p, n, position);
+    unravel_spatial(position, g.in_size_divisor, in);
     const index_t out = scatter_target(g, in, k);
     if (out < 0) continue;
     acc += static_cast<acc_t>(input[(n * g.in_channels() + ic) * in_numel + position]) *
