@@ -248,6 +248,10 @@ void grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& gr
 at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
+  if (n == 1 && !c.window && t.scalar_type() == dtype) {
+    // One whole sample is in that order already: no copy.
+    return input_part(t, c).view({g.groups, g.in_channels_per_group, g.in_numel()});
+  }
   auto out = at::empty({g.groups, g.in_channels_per_group, n, g.in_numel()},
                        t.options().dtype(dtype));
   out.copy_(input_part(t, c)
@@ -272,6 +276,13 @@ void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor
   const Geometry& g = c.g;
   const int64_t n = g.batch;
   const int64_t positions = g.in_numel();
+  if (n == 1 && !c.window && cols.scalar_type() == grad_input.scalar_type()) {
+    // One whole sample is already in (G, C_in/G, positions) order: the GEMM
+    // writes it in place, with no copy (a kernel launch less on the GPU).
+    at::Tensor dx = input_part(grad_input, c).view({g.groups, g.in_channels_per_group, positions});
+    at::bmm_out(dx, w_g, cols);
+    return;
+  }
   const at::Tensor dx = at::bmm(w_g, cols);
   // (G, C_in/G, n * positions), back to (n, C_in, positions) order.
   input_part(grad_input, c)
@@ -285,19 +296,30 @@ void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor
 // group g (batched over groups by bmm), for each chunk:
 //   dW_g (C_in/G, C_out/G * taps) += X_g (C_in/G, n * positions)
 //                                   · cols_gᵀ (n * positions, C_out/G * taps)
+// A problem of one chunk needs no running sum: its GEMM is the gradient. That
+// gives the same bits (the GEMM output, rounded once) and saves zeroing the
+// sum and, for reduced-precision columns, two more passes: on the GPU, three
+// kernel launches of a small layer's backward.
 class WeightGradSum {
  public:
-  WeightGradSum(const Geometry& g, const at::Tensor& x, at::ScalarType col_dtype, int64_t lanes)
-      : x_(x),
-        col_dtype_(col_dtype),
-        sums_(at::zeros(
-            {lanes, g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
-            x.options().dtype(at::toOpMathType(x.scalar_type())))) {}
+  WeightGradSum(const Geometry& g, const at::Tensor& x, at::ScalarType col_dtype,
+                const ChunkPlan& plan)
+      : x_(x), col_dtype_(col_dtype) {
+    if (plan.windows || plan.lanes > 1 || plan.step < g.batch) {
+      sums_ = at::zeros(
+          {plan.lanes, g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()},
+          x.options().dtype(at::toOpMathType(x.scalar_type())));
+    }
+  }
 
   void add(const Chunk& c, const at::Tensor& cols, int64_t lane) {
-    at::Tensor sum = sums_.select(0, lane);
     const at::Tensor cols_t = cols.transpose(1, 2);
     const at::Tensor x_g = group_major(x_, c, col_dtype_);
+    if (!sums_.defined()) {
+      only_chunk_ = at::bmm(x_g, cols_t);
+      return;
+    }
+    at::Tensor sum = sums_.select(0, lane);
     if (col_dtype_ == sum.scalar_type()) {
       sum.baddbmm_(x_g, cols_t);
     } else {
@@ -306,6 +328,7 @@ class WeightGradSum {
   }
 
   at::Tensor result(at::IntArrayRef shape) const {
+    if (!sums_.defined()) return only_chunk_.view(shape).to(x_.scalar_type());
     at::Tensor total = sums_.select(0, 0);
     for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
     return total.view(shape).to(x_.scalar_type());
@@ -314,7 +337,8 @@ class WeightGradSum {
  private:
   at::Tensor x_;
   at::ScalarType col_dtype_;
-  at::Tensor sums_;
+  at::Tensor sums_;        // (lanes, G, C_in/G, C_out/G * taps), or undefined
+  at::Tensor only_chunk_;  // the one chunk's GEMM, when sums_ is undefined
 };
 
 // Adds a leading batch dim of 1 to an unbatched tensor.
@@ -504,7 +528,7 @@ at::Tensor conv_transpose_weight_grad(
   }
   const auto dtype = kernels.column_dtype(x.scalar_type());
   const ChunkPlan plan = plan_chunks(kernels, g, dtype);
-  WeightGradSum sum(g, x, dtype, plan.lanes);
+  WeightGradSum sum(g, x, dtype, plan);
   for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
     grad_output_columns(kernels, gy, c, cols);
     sum.add(c, cols, lane);
@@ -543,7 +567,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
   at::Tensor grad_input = at::empty(x.sizes(), x.options());
   const at::Tensor w_g = weight_by_group(w, g, dtype);
   const ChunkPlan plan = plan_chunks(kernels, g, dtype);
-  WeightGradSum weight_grad(g, x, dtype, plan.lanes);
+  WeightGradSum weight_grad(g, x, dtype, plan);
   // One im2col of grad_output per chunk serves both gradient GEMMs.
   for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
     grad_output_columns(kernels, gy, c, cols);

@@ -329,20 +329,37 @@ C10_HOST_DEVICE inline index_t scatter_target(
   return ravel_spatial(out, g.out_size);
 }
 
+// Calls visit(k0 * kernel[1] + k1, output row o0 * out_size[1] + o1) for the
+// taps of the two outer dims through which input row (in0, in1) scatters
+// inside the output.
+template <typename index_t, typename Visit>
+C10_HOST_DEVICE inline void for_each_outer_tap_from(
+    const ConvGeometry<index_t>& g, index_t in0, index_t in1, Visit&& visit) {
+  for (index_t k0 = 0; k0 < g.kernel[0]; ++k0) {
+    const index_t o0 = in0 * g.stride[0] - g.padding[0] + k0 * g.dilation[0];
+    if (o0 < 0 || o0 >= g.out_size[0]) continue;
+    for (index_t k1 = 0; k1 < g.kernel[1]; ++k1) {
+      const index_t o1 = in1 * g.stride[1] - g.padding[1] + k1 * g.dilation[1];
+      if (o1 < 0 || o1 >= g.out_size[1]) continue;
+      visit(k0 * g.kernel[1] + k1, o0 * g.out_size[1] + o1);
+    }
+  }
+}
+
 // Calls visit(tap, output_position) for every kernel tap through which input
-// position `in` scatters into the output.
+// position `in` scatters into the output, taps in increasing order.
 template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_tap_from(
-    const KernelGeometry<index_t>& g,
+    const ConvGeometry<index_t>& g,
     const index_t (&in)[kMaxSpatialDims],
     Visit&& visit) {
-  const index_t taps = g.taps();
-  for (index_t tap = 0; tap < taps; ++tap) {
-    index_t k[kMaxSpatialDims];
-    unravel_spatial(tap, g.kernel_divisor, k);
-    const index_t out = scatter_target(g, in, k);
-    if (out >= 0) visit(tap, out);
-  }
+  for_each_outer_tap_from(g, in[0], in[1], [&](index_t outer_tap, index_t out_row) {
+    for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
+      const index_t o2 = in[2] * g.stride[2] - g.padding[2] + k2 * g.dilation[2];
+      if (o2 < 0 || o2 >= g.out_size[2]) continue;
+      visit(outer_tap * g.kernel[2] + k2, out_row * g.out_size[2] + o2);
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -663,23 +680,6 @@ C10_HOST_DEVICE inline void direct_forward_row(
         add_scaled_row(acc + r.acc_offset + r.lo, src + r.lo, wk, r.hi - r.lo, index_t(1));
       }
     });
-  }
-}
-
-// Calls visit(k0 * kernel[1] + k1, output row o0 * out_size[1] + o1) for the
-// taps of the two outer dims through which input row (in0, in1) scatters
-// inside the output.
-template <typename index_t, typename Visit>
-C10_HOST_DEVICE inline void for_each_outer_tap_from(
-    const ConvGeometry<index_t>& g, index_t in0, index_t in1, Visit&& visit) {
-  for (index_t k0 = 0; k0 < g.kernel[0]; ++k0) {
-    const index_t o0 = in0 * g.stride[0] - g.padding[0] + k0 * g.dilation[0];
-    if (o0 < 0 || o0 >= g.out_size[0]) continue;
-    for (index_t k1 = 0; k1 < g.kernel[1]; ++k1) {
-      const index_t o1 = in1 * g.stride[1] - g.padding[1] + k1 * g.dilation[1];
-      if (o1 < 0 || o1 >= g.out_size[1]) continue;
-      visit(k0 * g.kernel[1] + k1, o0 * g.out_size[1] + o1);
-    }
   }
 }
 
