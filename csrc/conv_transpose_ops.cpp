@@ -587,9 +587,11 @@ at::Tensor conv_transpose_bias_grad(const ElementwiseKernels& kernels,
   if (kernels.bias_grad != nullptr) {
     kernels.bias_grad(gy, out);
   } else {
+    // ATen sums float16/bfloat16 in float32 and rounds once, into out: one
+    // kernel, where summing to a float32 tensor first took a copy more.
     std::vector<int64_t> dims{0};
     for (int64_t d = 2; d < gy.dim(); ++d) dims.push_back(d);
-    out.copy_(gy.sum(dims, /*keepdim=*/false, at::toOpMathType(gy.scalar_type())));
+    at::sum_out(out, gy, dims);
   }
   return out;
 }
