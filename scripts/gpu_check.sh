@@ -7,6 +7,7 @@
 #   tests.log    pytest's report; tests.xml the same as JUnit XML
 #   <date>-<device>.{md,json,png}   the benchmark table, data and chart
 #   profile.txt  CUDA time per kernel for a few layers (torch.profiler)
+#   host_overhead.md  host microseconds per call of a tiny layer, ours and torch's
 # Uses only what the machine has (python3 with torch, pytest, ninja); it
 # downloads nothing. Exits non-zero if the build or any test failed.
 set -uo pipefail
@@ -68,4 +69,5 @@ start=$(date +%s)
 echo "gpu-check: benchmark ran in $(( $(date +%s) - start )) s"
 
 "$PYTHON" bench/profile_cuda.py --out "$OUT/profile.txt" || status=1
+"$PYTHON" bench/host_overhead.py --device cuda --out "$OUT/host_overhead.md" || status=1
 exit $status
