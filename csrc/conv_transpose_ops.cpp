@@ -427,13 +427,13 @@ at::Tensor conv_transpose(
     //   cols_g (C_out/G * taps, n * in_numel) = W_gᵀ (C_out/G * taps, C_in/G)
     //                                          · X_g (C_in/G, n * in_numel)
     // with W_g the group's (C_in/G, C_out/G * taps) slice of the weight.
-    // W_gᵀ is made contiguous: it is small, and oneDNN's bfloat16 GEMM runs
-    // 4x slower on a transposed view.
-    const at::Tensor w_t =
+    // W_gᵀ is a transposed view, or a contiguous copy where the backend
+    // prefers one (see contiguous_forward_weight).
+    at::Tensor w_t =
         w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
             .to(dtype)
-            .transpose(1, 2)
-            .contiguous();
+            .transpose(1, 2);
+    if (kernels.contiguous_forward_weight) w_t = w_t.contiguous();
     // A sample split into windows of input rows is summed window by window
     // into its output, last window first: each output element then receives
     // its taps in the same order as from one col2im over the whole sample

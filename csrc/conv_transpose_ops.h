@@ -66,6 +66,10 @@ struct ElementwiseKernels {
   // thread with serial GEMMs (the CPU), rather than one after another with
   // parallel GEMMs and element passes (the GPU).
   bool parallel_chunks;
+  // Whether the forward GEMM wants the transposed weight copied contiguous:
+  // oneDNN's bfloat16 GEMM runs 4x slower on a transposed view, while cuBLAS
+  // takes the transpose as a flag, and the copy would cost a kernel launch.
+  bool contiguous_forward_weight;
 };
 
 // Which algorithm the ops use. kAuto picks per problem; the others force a

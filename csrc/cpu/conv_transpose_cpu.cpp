@@ -351,6 +351,7 @@ const ElementwiseKernels& cpu_kernels() {
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
       /*parallel_chunks=*/true,
+      /*contiguous_forward_weight=*/true,
   };
   return kernels;
 }

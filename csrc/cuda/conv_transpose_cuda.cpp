@@ -26,6 +26,7 @@ const ElementwiseKernels& cuda_kernels() {
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
       /*parallel_chunks=*/false,
+      /*contiguous_forward_weight=*/false,
   };
   return kernels;
 }
