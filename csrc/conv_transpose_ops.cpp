@@ -227,6 +227,12 @@ void for_each_chunk(const ChunkPlan& plan, const Geometry& g, at::ScalarType dty
   }
 }
 
+// Whether the chunk is one whole sample: its part of an (N, C, in...) tensor
+// is then already in (groups, C/groups, positions) order, the GEMMs' layout.
+bool is_one_whole_sample(const Chunk& c) {
+  return c.g.batch == 1 && !c.window;
+}
+
 // The chunk's part of an (N, C, in...) tensor, as (n, C, positions).
 at::Tensor input_part(const at::Tensor& t, const Chunk& c) {
   const int64_t n = c.g.batch;
@@ -248,8 +254,7 @@ void grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& gr
 at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
-  if (n == 1 && !c.window && t.scalar_type() == dtype) {
-    // One whole sample is in that order already: no copy.
+  if (is_one_whole_sample(c) && t.scalar_type() == dtype) {
     return input_part(t, c).view({g.groups, g.in_channels_per_group, g.in_numel()});
   }
   auto out = at::empty({g.groups, g.in_channels_per_group, n, g.in_numel()},
@@ -276,9 +281,9 @@ void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor
   const Geometry& g = c.g;
   const int64_t n = g.batch;
   const int64_t positions = g.in_numel();
-  if (n == 1 && !c.window && cols.scalar_type() == grad_input.scalar_type()) {
-    // One whole sample is already in (G, C_in/G, positions) order: the GEMM
-    // writes it in place, with no copy (a kernel launch less on the GPU).
+  if (is_one_whole_sample(c) && cols.scalar_type() == grad_input.scalar_type()) {
+    // The GEMM writes the sample in place, with no copy (a kernel launch less
+    // on the GPU).
     at::Tensor dx = input_part(grad_input, c).view({g.groups, g.in_channels_per_group, positions});
     at::bmm_out(dx, w_g, cols);
     return;
@@ -328,9 +333,11 @@ class WeightGradSum {
   }
 
   at::Tensor result(at::IntArrayRef shape) const {
-    if (!sums_.defined()) return only_chunk_.view(shape).to(x_.scalar_type());
-    at::Tensor total = sums_.select(0, 0);
-    for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
+    at::Tensor total = only_chunk_;
+    if (sums_.defined()) {
+      total = sums_.select(0, 0);
+      for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
+    }
     return total.view(shape).to(x_.scalar_type());
   }
 

@@ -17,6 +17,45 @@ ConvTransposeParams params(
           std::move(dilation), groups};
 }
 
+// The gradient ops take no output padding: the sizes they are given imply it.
+ConvTransposeParams gradient_params(std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                    std::vector<int64_t> dilation, int64_t groups) {
+  std::vector<int64_t> zeros(stride.size(), 0);
+  return params(std::move(stride), std::move(padding), std::move(zeros), std::move(dilation),
+                groups);
+}
+
+// The names of an enum's values, for the string-valued knobs below; the
+// first name is the default.
+template <typename Enum, size_t N>
+using EnumNames = std::pair<const char*, Enum>[N];
+
+constexpr EnumNames<Algorithm, 3> kAlgorithmNames = {
+    {"auto", Algorithm::kAuto}, {"gemm", Algorithm::kGemm}, {"direct", Algorithm::kDirect}};
+constexpr EnumNames<ReducedPrecisionGemm, 3> kReducedPrecisionGemmNames = {
+    {"auto", ReducedPrecisionGemm::kAuto},
+    {"always", ReducedPrecisionGemm::kAlways},
+    {"never", ReducedPrecisionGemm::kNever}};
+
+// The value called `name`; a ValueError naming `what` and the choices if none is.
+template <typename Enum, size_t N>
+Enum value_named(const EnumNames<Enum, N>& names, const std::string& name, const char* what) {
+  std::string choices;
+  for (size_t i = 0; i < N; ++i) {
+    if (name == names[i].first) return names[i].second;
+    choices += std::string(i == 0 ? "" : i + 1 == N ? " or " : ", ") + "'" + names[i].first + "'";
+  }
+  TORCH_CHECK_VALUE(false, what, " must be ", choices, ", got '", name, "'");
+}
+
+template <typename Enum, size_t N>
+const char* name_of(const EnumNames<Enum, N>& names, Enum value) {
+  for (const auto& entry : names) {
+    if (entry.second == value) return entry.first;
+  }
+  return names[0].first;
+}
+
 }  // namespace
 }  // namespace torch_tconv
 
@@ -48,27 +87,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "input_grad_shape",
       [](const at::Tensor& grad_output, const at::Tensor& weight, SymInts input_size,
          Ints stride, Ints padding, Ints dilation, int64_t groups) {
-        const Ints zeros(stride.size(), 0);
         return tt::input_grad_shape(grad_output, weight, input_size,
-                                    tt::params(stride, padding, zeros, dilation, groups));
+                                    tt::gradient_params(stride, padding, dilation, groups));
       },
       "Validates the input-gradient op's arguments and returns its output shape.");
   m.def(
       "weight_grad_shape",
       [](const at::Tensor& input, const at::Tensor& grad_output, Ints kernel_size,
          Ints stride, Ints padding, Ints dilation, int64_t groups) {
-        const Ints zeros(stride.size(), 0);
         return tt::weight_grad_shape(input, grad_output, kernel_size,
-                                     tt::params(stride, padding, zeros, dilation, groups));
+                                     tt::gradient_params(stride, padding, dilation, groups));
       },
       "Validates the weight-gradient op's arguments and returns its output shape.");
   m.def(
       "backward_shapes",
       [](const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
          Ints stride, Ints padding, Ints dilation, int64_t groups) {
-        const Ints zeros(stride.size(), 0);
         return tt::backward_shapes(grad_output, input, weight,
-                                   tt::params(stride, padding, zeros, dilation, groups));
+                                   tt::gradient_params(stride, padding, dilation, groups));
       },
       "Validates the fused backward's arguments and returns the shapes of both gradients.");
   m.def("bias_grad_shape", &tt::bias_grad_shape,
@@ -76,15 +112,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "set_algorithm",
       [](const std::string& name) {
-        if (name == "auto") {
-          tt::set_algorithm(tt::Algorithm::kAuto);
-        } else if (name == "gemm") {
-          tt::set_algorithm(tt::Algorithm::kGemm);
-        } else if (name == "direct") {
-          tt::set_algorithm(tt::Algorithm::kDirect);
-        } else {
-          TORCH_CHECK_VALUE(false, "algorithm must be 'auto', 'gemm' or 'direct', got '", name, "'");
-        }
+        tt::set_algorithm(tt::value_named(tt::kAlgorithmNames, name, "algorithm"));
       },
       "Forces the GEMM or the direct path for every op ('auto' restores the choice).");
   m.def("set_column_budget_bytes", &tt::set_column_budget_bytes,
@@ -101,36 +129,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "set_cpu_reduced_precision_gemm",
       [](const std::string& mode) {
-        if (mode == "auto") {
-          tt::set_cpu_reduced_precision_gemm(tt::ReducedPrecisionGemm::kAuto);
-        } else if (mode == "always") {
-          tt::set_cpu_reduced_precision_gemm(tt::ReducedPrecisionGemm::kAlways);
-        } else if (mode == "never") {
-          tt::set_cpu_reduced_precision_gemm(tt::ReducedPrecisionGemm::kNever);
-        } else {
-          throw pybind11::value_error("mode must be 'auto', 'always' or 'never', got '" + mode + "'");
-        }
+        tt::set_cpu_reduced_precision_gemm(
+            tt::value_named(tt::kReducedPrecisionGemmNames, mode, "mode"));
       },
       "float16/bfloat16 GEMMs on the CPU in their own dtype ('always'), in float32 "
       "('never'), or whichever is faster here ('auto', measured once).");
   m.def("get_cpu_reduced_precision_gemm", []() {
-    switch (tt::get_cpu_reduced_precision_gemm()) {
-      case tt::ReducedPrecisionGemm::kAlways:
-        return "always";
-      case tt::ReducedPrecisionGemm::kNever:
-        return "never";
-      default:
-        return "auto";
-    }
+    return tt::name_of(tt::kReducedPrecisionGemmNames, tt::get_cpu_reduced_precision_gemm());
   });
-  m.def("get_algorithm", []() {
-    switch (tt::get_algorithm()) {
-      case tt::Algorithm::kGemm:
-        return "gemm";
-      case tt::Algorithm::kDirect:
-        return "direct";
-      default:
-        return "auto";
-    }
-  });
+  m.def("get_algorithm", []() { return tt::name_of(tt::kAlgorithmNames, tt::get_algorithm()); });
 }

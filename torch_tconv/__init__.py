@@ -5,8 +5,7 @@ Equivalent to ``torch.nn.functional.conv_transpose2d`` and
 
 Layout of the package:
   _C            the native extension; importing it registers the ops
-                ``torch.ops.torch_tconv.{conv_transpose, conv_transpose_input_grad,
-                conv_transpose_weight_grad}``
+                ``torch.ops.torch_tconv.*`` (OPS)
   _fake         fake (meta) kernels of the ops, for torch.compile
   _autograd     the ops' backward formulas, written with the ops themselves
   functional    conv_transpose2d
@@ -29,6 +28,11 @@ from .functional import conv_transpose2d
 from .modules import ConvTranspose2d
 
 __all__ = ["conv_transpose2d", "ConvTranspose2d", "has_cuda_kernels"]
+
+# The registered ops: the scatter forward, its two gradient faces, both
+# gradients in one pass, and the bias gradient.
+OPS = ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad",
+       "conv_transpose_backward", "conv_transpose_bias_grad")
 __version__ = "0.1.0"
 
 
@@ -36,5 +40,5 @@ def has_cuda_kernels() -> bool:
     """Whether this build registered CUDA kernels for every op."""
     return all(
         torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_tconv::{op}", "CUDA")
-        for op in ("conv_transpose", "conv_transpose_input_grad", "conv_transpose_weight_grad")
+        for op in OPS
     )
