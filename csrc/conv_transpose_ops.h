@@ -36,9 +36,9 @@ struct ElementwiseKernels {
                  const at::Tensor& out, const Geometry& g);
   // Adds col2im(cols) of a window of one sample's input rows (g is the
   // window's geometry, see for_each_chunk) to out (1, C_out, out...), in the
-  // op-math dtype, visiting only the output rows the window reaches. Null
-  // where the backend does not split samples (then one sample is the
-  // smallest chunk).
+  // op-math dtype, visiting only the output rows the window reaches (see
+  // window_reach). Null where the backend does not split samples (then one
+  // sample is the smallest chunk).
   void (*col2im_window)(const at::Tensor& cols, const at::Tensor& out, const Geometry& g);
   // cols = im2col(grad_output (N, C_out, out...)).
   void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,

@@ -1,7 +1,9 @@
-"""The column workspace is bounded by chunking: whole samples per chunk, or,
-on the CPU, windows of one sample's input rows when a single sample is over
-the budget. Windows must not change col2im's sums by a single bit, and every
-gradient must still match the float64 oracle."""
+"""The column workspace is bounded by chunking: whole samples per chunk, or
+windows of one sample's input rows when a single sample is over the budget.
+Windows must not change col2im's sums by a single bit, and every gradient must
+still match the float64 oracle. The window tests run on each backend: the
+CPU's row bodies, the CPU launchers on the element bodies (the CUDA kernels'
+arithmetic), and CUDA."""
 
 import pytest
 import torch
@@ -24,7 +26,7 @@ LAYERS = {
 REFERENCE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def layer(name, dtype, batch=2, one_input_channel_per_group=False):
+def layer(name, dtype, batch=2, one_input_channel_per_group=False, device="cpu"):
     """A layer of test_parity's CONFIGS or of LAYERS; optionally cut to one
     input channel per group, which makes the GEMM a single product per entry
     and so exact whatever its blocking."""
@@ -39,7 +41,7 @@ def layer(name, dtype, batch=2, one_input_channel_per_group=False):
     if one_input_channel_per_group:
         per_group = x.shape[1] // p["groups"]
         x, w = x[:, ::per_group].contiguous(), w[::per_group].contiguous()
-    return x, w, b, p
+    return x.to(device), w.to(device), b.to(device), p
 
 
 def forward(x, w, b, p):
@@ -52,7 +54,7 @@ def column_bytes_per_outer_row(x, w, p, dtype):
     c_out = w.shape[1] * p["groups"]
     taps = w[0, 0].numel()
     column_dtype = dtype
-    if dtype == torch.bfloat16 and _C.get_cpu_reduced_precision_gemm() == "never":
+    if x.is_cpu and dtype == torch.bfloat16 and _C.get_cpu_reduced_precision_gemm() == "never":
         column_dtype = torch.float32
     element = torch.finfo(column_dtype).bits // 8
     return c_out * taps * x.shape[-1] * element
@@ -83,16 +85,27 @@ def gemm_path():
 WINDOWED = sorted(set(CONFIGS) - {"depthwise", "depthwise_multiplier"}) + sorted(LAYERS)
 
 
+@pytest.fixture(params=["cpu-rows", "cpu-elements", pytest.param("cuda", marks=pytest.mark.cuda)])
+def backend(request):
+    """The device to run on; on the CPU, with the row bodies or with the
+    element bodies that the CUDA kernels run."""
+    _C.set_cpu_row_kernels(request.param != "cpu-elements")
+    yield request.param.split("-")[0]
+    _C.set_cpu_row_kernels(True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(LAYERS))
-def test_windows_leave_col2im_bitwise_unchanged(name, dtype, restore_budget, gemm_path,
+def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, restore_budget, gemm_path,
                                                 reduced_precision_gemm):
     """Windows are added last first, so each output element gets its taps in
     the order of one col2im over the whole sample. The GEMM's own rounding
     depends on its blocking (MKL's results change with the column count), so
     the layer has one input channel per group: then every column entry is a
     single, exactly rounded product and only col2im's order could differ."""
-    x, w, b, p = layer(name, dtype, one_input_channel_per_group=True)
+    if backend == "cuda" and reduced_precision_gemm == "never":
+        pytest.skip("the CPU's GEMM dtype choice does not apply to CUDA")
+    x, w, b, p = layer(name, dtype, one_input_channel_per_group=True, device=backend)
     whole = forward(x, w, b, p)
     for label, budget in budgets(x, w, p, dtype).items():
         _C.set_column_budget_bytes(budget)
@@ -105,13 +118,15 @@ def test_windows_leave_col2im_bitwise_unchanged(name, dtype, restore_budget, gem
 
 
 @pytest.mark.parametrize("name", WINDOWED)
-def test_windows_match_the_oracle_with_gradients(name, restore_budget):
+def test_windows_match_the_oracle_with_gradients(name, backend, restore_budget):
     x, w, b, p = layer(name, torch.float64, batch=3)
     reference = REFERENCE[w.dim() - 2]
-    leaves = [t.requires_grad_() for t in (x, w, b)]
-    expected = reference(*leaves, **p)
+    oracle_leaves = [t.requires_grad_() for t in (x, w, b)]
+    expected = reference(*oracle_leaves, **p)
     gy = torch.randn_like(expected)
-    want = torch.autograd.grad(expected, leaves, gy)
+    want = torch.autograd.grad(expected, oracle_leaves, gy)
+    leaves = [t.detach().to(backend).requires_grad_() for t in (x, w, b)]
+    gy = gy.to(backend)
     for label, budget in budgets(x, w, p, torch.float64).items():
         _C.set_column_budget_bytes(budget)
         out = forward(*leaves, p)
@@ -121,18 +136,20 @@ def test_windows_match_the_oracle_with_gradients(name, restore_budget):
             assert_close_to(g, e, torch.float64, f"{what} ({label})")
 
 
-def test_workspace_is_bounded_whatever_the_image_size(restore_budget):
+def test_workspace_is_bounded_whatever_the_image_size(backend, restore_budget):
     """One sample whose columns are far over the budget runs in windows whose
     workspace stays within it."""
     budget = 256 << 10
     _C.set_column_budget_bytes(budget)
-    x = torch.randn(1, 4, 96, 80)
-    w = torch.randn(4, 8, 4, 4)
+    x = torch.randn(1, 4, 96, 80, device=backend)
+    w = torch.randn(4, 8, 4, 4, device=backend)
     per_sample = 8 * 16 * 96 * 80 * 4
     assert per_sample > 10 * budget
     out = torch_tconv.conv_transpose2d(x, w, stride=2, padding=1)
     assert _C.last_column_workspace_bytes() <= budget
-    torch.testing.assert_close(out, F.conv_transpose2d(x, w, stride=2, padding=1), rtol=1e-5, atol=1e-4)
+    # The reference on the CPU: cuDNN would round through TF32 by default.
+    expected = F.conv_transpose2d(x.cpu(), w.cpu(), stride=2, padding=1)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-4)
     gy = torch.randn_like(out)
     ops.conv_transpose_input_grad(gy, w, [96, 80], [2, 2], [1, 1], [1, 1], 1)
     assert _C.last_column_workspace_bytes() <= budget

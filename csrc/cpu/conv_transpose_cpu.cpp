@@ -131,6 +131,13 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
+      if (!get_cpu_row_kernels()) {
+        const auto reach = window_reach(g);
+        for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
+          col2im_window_element(c, y, g, reach, e);
+        });
+        return;
+      }
       index_t begin, end;
       reached_outer_rows(g, begin, end);
       if (begin >= end) return;

@@ -17,7 +17,7 @@ at::ScalarType column_dtype_cuda(at::ScalarType dtype) {
 const ElementwiseKernels& cuda_kernels() {
   static const ElementwiseKernels kernels{
       cuda::col2im,
-      /*col2im_window=*/nullptr,
+      cuda::col2im_window,
       cuda::im2col,
       cuda::direct_forward,
       cuda::direct_input_grad,

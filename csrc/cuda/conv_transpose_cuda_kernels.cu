@@ -1,6 +1,7 @@
 // CUDA launchers: thin grid-stride loops around the bodies of
 // kernels/conv_transpose_bodies.h, which the CPU launchers run too. All index
-// arithmetic is in those bodies, in 64 bits. No atomics: every output element
+// arithmetic is in those bodies, in 32 bits where the problem allows it
+// (dispatch_index_type), else in 64. No atomics: every output element
 // is written by one thread (or, for the direct weight gradient, reduced by one
 // block in a fixed order), so results are bitwise reproducible.
 //
@@ -50,6 +51,15 @@ __global__ void col2im_kernel(const scalar_t* cols, const scalar_t* bias, scalar
   using acc_t = at::opmath_type<scalar_t>;
   for_each_index<index_t>(numel, [&](index_t i) {
     out[i] = static_cast<scalar_t>(col2im_element<acc_t>(cols, bias, g, i));
+  });
+}
+
+// out_sum holds op-math values; col_t is the columns' dtype.
+template <typename col_t, typename index_t>
+__global__ void col2im_window_kernel(const col_t* cols, at::opmath_type<col_t>* out_sum,
+                                     KernelGeometry<index_t> g, WindowReach<index_t> reach) {
+  for_each_index<index_t>(reach.numel, [&](index_t e) {
+    col2im_window_element(cols, out_sum, g, reach, e);
   });
 }
 
@@ -115,6 +125,21 @@ void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
           <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
               cols.const_data_ptr<scalar_t>(), bias_ptr<scalar_t>(bias),
               out.mutable_data_ptr<scalar_t>(), g, numel);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+}
+
+void col2im_window(const at::Tensor& cols, const at::Tensor& out_sum, const Geometry& geometry) {
+  TORCH_TCONV_DISPATCH(cols.scalar_type(), "col2im_window_cuda", [&] {
+    dispatch_index_type(geometry, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
+      const auto reach = window_reach(g);
+      if (reach.numel == 0) return;
+      col2im_window_kernel<scalar_t, index_t>
+          <<<blocks_for(reach.numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              cols.const_data_ptr<scalar_t>(),
+              out_sum.mutable_data_ptr<at::opmath_type<scalar_t>>(), g, reach);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

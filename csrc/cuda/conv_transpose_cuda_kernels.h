@@ -12,6 +12,9 @@ namespace torch_tconv::cuda {
 
 void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
             const at::Tensor& out, const Geometry& g);
+// out_sum (1, C_out, out...) in the op-math dtype += col2im of a window of
+// one sample's input rows (see ElementwiseKernels::col2im_window).
+void col2im_window(const at::Tensor& cols, const at::Tensor& out_sum, const Geometry& g);
 void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& g);
 void direct_forward(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, const at::Tensor& out,

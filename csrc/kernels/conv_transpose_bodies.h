@@ -366,30 +366,112 @@ C10_HOST_DEVICE inline void for_each_tap_from(
 // GEMM path: col2im (forward) and im2col (input and weight gradients).
 // ---------------------------------------------------------------------------
 
-// One output element of the forward pass, `index` running over
-// (n, oc, out spatial) of the chunk's output. Gathers the column entries that
-// land on it, so col2im needs no atomics and is deterministic; the bias is
-// fused in. `bias` may be null.
+// Adds to `acc`, in increasing tap order, the column entries that land on
+// output element `index` of the chunk's output, which runs over
+// (n, oc, out spatial). Gathering them makes col2im free of atomics and
+// deterministic.
+template <typename acc_t, typename col_t, typename index_t>
+C10_HOST_DEVICE inline acc_t col2im_gather(
+    const col_t* cols,
+    const KernelGeometry<index_t>& g,
+    index_t n,
+    index_t oc,
+    const index_t (&out)[kMaxSpatialDims],
+    acc_t acc) {
+  const index_t width = g.col_width();
+  // Row oc * taps of the buffer: group-major order makes (g * C_out_g + oc_g)
+  // equal to oc.
+  const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
+  for_each_tap_landing_on(g, out, [&](index_t tap, index_t in) {
+    acc += static_cast<acc_t>(base[tap * width + in]);
+  });
+  return acc;
+}
+
+// The sample, output channel and spatial coordinates of output element
+// `index` of an (N, C_out, out...) tensor.
+template <typename index_t>
+C10_HOST_DEVICE inline void unravel_output(
+    const KernelGeometry<index_t>& g, index_t index, index_t& n, index_t& oc,
+    index_t (&out)[kMaxSpatialDims]) {
+  index_t nc, position;
+  divmod(g.out_numel_divisor, index, nc, position);
+  unravel_spatial(position, g.out_size_divisor, out);
+  divmod(g.out_channels_divisor, nc, n, oc);
+}
+
+// One output element of the forward pass: its bias (`bias` may be null) plus
+// the column entries that land on it.
 template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t col2im_element(
     const col_t* cols,
     const scalar_t* bias,
     const KernelGeometry<index_t>& g,
     index_t index) {
-  index_t nc, position, n, oc, out[kMaxSpatialDims];
-  divmod(g.out_numel_divisor, index, nc, position);
-  unravel_spatial(position, g.out_size_divisor, out);
-  divmod(g.out_channels_divisor, nc, n, oc);
+  index_t n, oc, out[kMaxSpatialDims];
+  unravel_output(g, index, n, oc, out);
+  const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
+  return col2im_gather(cols, g, n, oc, out, init);
+}
 
-  const index_t width = g.col_width();
-  // Row oc * taps of the buffer: group-major order makes (g * C_out_g + oc_g)
-  // equal to oc.
-  const col_t* base = cols + oc * g.taps() * width + n * g.in_numel();
-  acc_t acc = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  for_each_tap_landing_on(g, out, [&](index_t tap, index_t in) {
-    acc += static_cast<acc_t>(base[tap * width + in]);
-  });
-  return acc;
+// The outer output rows (flattened over the two outer spatial dims) that the
+// inputs of geometry g reach: [begin, end), empty when begin >= end. For a
+// window of a sample's input rows, these are the rows its col2im visits.
+template <typename index_t>
+C10_HOST_DEVICE inline void reached_outer_rows(const ConvGeometry<index_t>& g, index_t& begin,
+                                               index_t& end) {
+  index_t lo[2], hi[2];
+  for (int j = 0; j < 2; ++j) {
+    lo[j] = g.padding[j] > 0 ? 0 : -g.padding[j];
+    hi[j] = (g.in_size[j] - 1) * g.stride[j] - g.padding[j] + (g.kernel[j] - 1) * g.dilation[j];
+    if (hi[j] > g.out_size[j] - 1) hi[j] = g.out_size[j] - 1;
+  }
+  begin = end = 0;
+  if (lo[0] > hi[0] || lo[1] > hi[1]) return;
+  begin = lo[0] * g.out_size[1] + lo[1];
+  end = hi[0] * g.out_size[1] + hi[1] + 1;
+}
+
+// Where a window's col2im writes (a window of one sample's input rows, g
+// being its geometry): the outer output rows [begin, end) that the window
+// reaches, in every output channel. Element e of that reach, over
+// (oc, outer row, innermost coordinate), is output position
+// begin_offset + e mod span_numel of channel oc.
+template <typename index_t>
+struct WindowReach {
+  index_t begin_offset;          // begin * out_size[2]
+  Divisor<index_t> span_numel;   // (end - begin) * out_size[2]
+  int64_t numel;                 // elements of the reach; 0 when it is empty
+};
+
+template <typename index_t>
+inline WindowReach<index_t> window_reach(const KernelGeometry<index_t>& g) {
+  index_t begin, end;
+  reached_outer_rows(g, begin, end);
+  if (begin >= end) return {0, Divisor<index_t>(1), 0};
+  const index_t span_numel = (end - begin) * g.out_size[2];
+  return {begin * g.out_size[2], Divisor<index_t>(span_numel),
+          int64_t(g.out_channels()) * span_numel};
+}
+
+// Element e of a window's reach after the window's col2im: out_sum, the
+// op-math sum of the bias and the windows after this one, plus the window's
+// column entries that land there. Windows added last first give each output
+// its taps in col2im_element's order, so the same bits. A window is part of
+// one sample, so n = 0.
+template <typename acc_t, typename col_t, typename index_t>
+C10_HOST_DEVICE inline void col2im_window_element(
+    const col_t* cols,
+    acc_t* out_sum,
+    const KernelGeometry<index_t>& g,
+    const WindowReach<index_t>& reach,
+    index_t e) {
+  index_t oc, offset, out[kMaxSpatialDims];
+  divmod(reach.span_numel, e, oc, offset);
+  const index_t position = reach.begin_offset + offset;
+  unravel_spatial(position, g.out_size_divisor, out);
+  const index_t index = oc * g.out_numel() + position;
+  out_sum[index] = col2im_gather(cols, g, index_t(0), oc, out, out_sum[index]);
 }
 
 // One column-buffer element built from grad_output, `index` running over the
@@ -582,24 +664,6 @@ C10_HOST_DEVICE inline void col2im_row(
   const index_t acc_length = g.stride[2] * phase_length(g);
   for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
   col2im_row_add(cols, g, ranges, n, oc, o0, o1, acc);
-}
-
-// The outer output rows (flattened over the two outer spatial dims) that the
-// inputs of geometry g reach: [begin, end), empty when begin >= end. For a
-// window of a sample's input rows, these are the rows its col2im visits.
-template <typename index_t>
-C10_HOST_DEVICE inline void reached_outer_rows(const ConvGeometry<index_t>& g, index_t& begin,
-                                               index_t& end) {
-  index_t lo[2], hi[2];
-  for (int j = 0; j < 2; ++j) {
-    lo[j] = g.padding[j] > 0 ? 0 : -g.padding[j];
-    hi[j] = (g.in_size[j] - 1) * g.stride[j] - g.padding[j] + (g.kernel[j] - 1) * g.dilation[j];
-    if (hi[j] > g.out_size[j] - 1) hi[j] = g.out_size[j] - 1;
-  }
-  begin = end = 0;
-  if (lo[0] > hi[0] || lo[1] > hi[1]) return;
-  begin = lo[0] * g.out_size[1] + lo[1];
-  end = hi[0] * g.out_size[1] + hi[1] + 1;
 }
 
 // Rows [begin, end) of the column buffer, written to cols_rows (which points
