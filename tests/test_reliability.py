@@ -42,8 +42,9 @@ def test_nan_and_inf_propagate_like_torch(name, device, algorithm):
 # These need 8-16 GB of memory; results are checked slice by slice so that no
 # full-size temporary is made. Index products that overflow 32 bits are a known
 # failure of such kernels: pytorch/pytorch#144611 is one in PyTorch's CUDA
-# col2im. Here they run the 64-bit instantiations of the kernel bodies, the
-# same templates the CUDA kernels instantiate (compiled in every CI run).
+# col2im. On the CPU they run the 64-bit instantiations of the kernel bodies,
+# the same templates the CUDA kernels instantiate (compiled in every CI run);
+# on a GPU, the CUDA kernels themselves.
 
 SLICE = 2**26
 
@@ -52,20 +53,21 @@ def check_slices(out, expected_slice, length):
     """Compares out[..., j] with expected_slice(start, stop) for j in slices."""
     for start in range(0, length, SLICE):
         stop = min(start + SLICE, length)
-        got, want = out[0, 0, 0, start:stop].double(), expected_slice(start, stop)
+        got, want = out[0, 0, 0, start:stop].double().cpu(), expected_slice(start, stop)
         tol = 1e-6 if out.dtype == torch.float32 else 1e-2
         torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=lambda m: f"[{start}:{stop}] {m}")
 
 
 @pytest.mark.slow
-def test_output_of_more_than_2_31_elements():
+@pytest.mark.parametrize("device", DEVICES)
+def test_output_of_more_than_2_31_elements(device):
     """1 x 1 x 1 x (2^30 + 3) float32 input, 1 x 2 kernel, stride 2: the output
     has 2^31 + 6 elements. Output column 2i + k is x[i] * w[k] + b."""
     width = 2**30 + 3
     x = torch.randn(1, 1, 1, width)
     w = torch.randn(1, 1, 1, 2)
     b = torch.randn(1)
-    out = torch_tconv.conv_transpose2d(x, w, b, stride=(1, 2))
+    out = torch_tconv.conv_transpose2d(x.to(device), w.to(device), b.to(device), stride=(1, 2))
     assert out.shape == (1, 1, 1, 2 * width)
     for k in range(2):
         expected = lambda start, stop: x[0, 0, 0, start:stop].double() * w[0, 0, 0, k].item() + b.item()
@@ -73,43 +75,48 @@ def test_output_of_more_than_2_31_elements():
 
 
 @pytest.mark.slow
-def test_input_of_more_than_2_31_elements():
+@pytest.mark.parametrize("device", DEVICES)
+def test_input_of_more_than_2_31_elements(device):
     """A 1 x 1 x 1 x (2^31 + 5) bfloat16 input through a 1 x 1 kernel."""
     width = 2**31 + 5
     x = torch.empty(1, 1, 1, width, dtype=torch.bfloat16)
     for start in range(0, width, SLICE):
         x[..., start:start + SLICE] = torch.randn(min(SLICE, width - start))
     w = torch.tensor([[[[1.5]]]], dtype=torch.bfloat16)
-    out = torch_tconv.conv_transpose2d(x, w)
+    out = torch_tconv.conv_transpose2d(x.to(device), w.to(device))
     assert out.shape == (1, 1, 1, width)
     check_slices(out, lambda start, stop: x[0, 0, 0, start:stop].double() * 1.5, width)
 
 
 @pytest.mark.slow
-def test_column_buffer_of_more_than_2_31_elements():
+@pytest.mark.parametrize("device", DEVICES)
+def test_column_buffer_of_more_than_2_31_elements(device):
     """GEMM path, 1 x 4 kernel at stride 1 over 2^29 + 3 bfloat16 pixels: the
-    float32 column buffer holds 4 * (2^29 + 3) > 2^31 elements. (Float32
-    columns are forced: bfloat16 columns would round every product before the
-    sum, beyond this test's elementwise tolerance.)"""
+    column buffer holds 4 * (2^29 + 3) > 2^31 elements. On the CPU float32
+    columns are forced: bfloat16 columns round every product before the sum,
+    beyond this test's elementwise tolerance. CUDA's columns are bfloat16, so
+    there the expected sum adds the products rounded to bfloat16 (each product
+    of two bfloat16 values is exact in float32, the GEMM's accumulator)."""
     width = 2**29 + 3
     x = torch.randn(1, 1, 1, width, dtype=torch.bfloat16)
     w = torch.randn(1, 1, 1, 4, dtype=torch.bfloat16)
     torch_tconv._C.set_algorithm("gemm")
     torch_tconv._C.set_cpu_reduced_precision_gemm("never")
     try:
-        out = torch_tconv.conv_transpose2d(x, w)
+        out = torch_tconv.conv_transpose2d(x.to(device), w.to(device))
     finally:
         torch_tconv._C.set_algorithm("auto")
         torch_tconv._C.set_cpu_reduced_precision_gemm("auto")
     assert out.shape == (1, 1, 1, width + 3)
     xs, ws = x[0, 0, 0].double(), w[0, 0, 0].double()
+    column_value = (lambda p: p.to(torch.bfloat16).double()) if device == "cuda" else (lambda p: p)
 
     def expected(start, stop):
         # out[j] = sum_k x[j - k] * w[k], over the taps that stay inside x.
         acc = torch.zeros(stop - start, dtype=torch.float64)
         for k in range(4):
             lo, hi = max(start - k, 0), min(stop - k, width)
-            acc[lo + k - start:hi + k - start] += xs[lo:hi] * ws[k]
+            acc[lo + k - start:hi + k - start] += column_value(xs[lo:hi] * ws[k])
         return acc
 
     check_slices(out, expected, width + 3)
