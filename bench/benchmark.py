@@ -8,7 +8,8 @@ dtype planned for it, the script
     call by call after a warm-up, and keeps the median of each,
   * measures the peak memory of one forward+backward of each,
 and relates the times to ceilings measured in the same run (a large GEMM, and
-on CUDA a device-to-device copy). Results go to DIR/<date>-<device>.{md,json,png}.
+on CUDA a device-to-device copy). Results go to DIR/<date>-<device>.{md,json,png},
+or DIR/<date>-<k>-<device>.* when that day already has results there.
 
     python bench/benchmark.py [--device cpu|cuda|all] [--out DIR] [--quick]
                               [--dtypes float32 ...] [--repeats N]
@@ -602,9 +603,19 @@ def summary_lines(results):
     return lines
 
 
+def results_stem(out_dir, date, device):
+    """DIR/<date>-<device>, or for a later run of the same day the first free
+    DIR/<date>-<k>-<device>: a run never overwrites an earlier one's files."""
+    stem, k = out_dir / f"{date}-{device}", 0
+    while any(Path(f"{stem}.{ext}").exists() for ext in ("md", "json", "png")):
+        k += 1
+        stem = out_dir / f"{date}-{k}-{device}"
+    return stem
+
+
 def write_outputs(out_dir, info, results, table):
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{info['date']}-{info['device']}"
+    stem = results_stem(out_dir, info["date"], info["device"])
     with open(f"{stem}.json", "w") as f:
         json.dump({"machine": info, "results": results}, f, indent=2)
     chart = write_chart(Path(f"{stem}.png"), info, results)
