@@ -401,6 +401,12 @@ std::vector<c10::SymInt> weight_grad_shape(
   return shape;
 }
 
+ConvTransposeParams gradient_params(
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return {stride.vec(), padding.vec(), std::vector<int64_t>(stride.size(), 0), dilation.vec(),
+          groups};
+}
+
 std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
     const at::Tensor& grad_output,
     const at::Tensor& input,

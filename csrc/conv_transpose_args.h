@@ -24,6 +24,11 @@ struct ConvTransposeParams {
   int64_t groups;
 };
 
+// Parameters of the gradient ops, which take no output padding: the sizes
+// they are given imply it (its entries here are zeros, never read).
+ConvTransposeParams gradient_params(
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
 // Number of spatial dims a weight describes: weight.dim() - 2, in 1..3.
 int64_t spatial_dims_of(const at::Tensor& weight);
 

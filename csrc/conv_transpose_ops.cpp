@@ -47,13 +47,6 @@ ConvTransposeParams make_params(
   return {stride.vec(), padding.vec(), output_padding.vec(), dilation.vec(), groups};
 }
 
-// The gradient ops take no output padding: the sizes they are given imply it.
-ConvTransposeParams gradient_params(
-    int64_t spatial_dims, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups) {
-  return make_params(stride, padding, std::vector<int64_t>(spatial_dims, 0), dilation, groups);
-}
-
 // Geometry of a batched, validated problem: input (N, C_in, in...),
 // output (N, C_out, out...), kernel sizes from the weight.
 Geometry make_geometry(
@@ -447,6 +440,7 @@ at::Tensor conv_transpose(
     // (taps in increasing order come from decreasing input rows), so the
     // result is bitwise the same. The partial sums stay in the op-math dtype.
     at::Tensor target;
+    at::Tensor opmath_sums;  // one sample's sums where the output dtype is narrower
     const ChunkPlan plan = plan_chunks(kernels, g, dtype);
     for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t) {
       at::bmm_out(cols, w_t, group_major(x, c, dtype));
@@ -457,7 +451,12 @@ at::Tensor conv_transpose(
       }
       if (c.position_begin + c.g.in_numel() == g.in_numel()) {  // the sample's first window
         const auto opmath = at::toOpMathType(out_chunk.scalar_type());
-        target = out_chunk.scalar_type() == opmath ? out_chunk : at::empty_like(out_chunk, opmath);
+        if (out_chunk.scalar_type() == opmath) {
+          target = out_chunk;
+        } else {
+          if (!opmath_sums.defined()) opmath_sums = at::empty_like(out_chunk, opmath);
+          target = opmath_sums;
+        }
         if (b.has_value()) {
           target.view({1, g.out_channels(), g.out_numel()})
               .copy_(b->view({1, -1, 1}).expand({1, g.out_channels(), g.out_numel()}));
@@ -481,8 +480,7 @@ at::Tensor conv_transpose_input_grad(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups) {
-  const int64_t spatial_dims = spatial_dims_of(weight);
-  const auto p = gradient_params(spatial_dims, stride, padding, dilation, groups);
+  const auto p = gradient_params(stride, padding, dilation, groups);
   const auto shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
   c10::OptionalDeviceGuard guard(grad_output.device());
   const bool unbatched = grad_output.dim() == weight.dim() - 1;
@@ -518,8 +516,7 @@ at::Tensor conv_transpose_weight_grad(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups) {
-  const auto p = gradient_params(static_cast<int64_t>(kernel_size.size()), stride, padding,
-                                 dilation, groups);
+  const auto p = gradient_params(stride, padding, dilation, groups);
   const auto shape = concrete(weight_grad_shape(input, grad_output, kernel_size, p));
   c10::OptionalDeviceGuard guard(input.device());
   const bool unbatched = input.dim() == static_cast<int64_t>(kernel_size.size()) + 1;
@@ -553,7 +550,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
     at::IntArrayRef dilation,
     int64_t groups) {
   const int64_t spatial_dims = spatial_dims_of(weight);
-  const auto p = gradient_params(spatial_dims, stride, padding, dilation, groups);
+  const auto p = gradient_params(stride, padding, dilation, groups);
   const auto shapes = backward_shapes(grad_output, input, weight, p);
   const auto kernel_size = weight.sizes().slice(2);
   const bool unbatched = input.dim() == spatial_dims + 1;

@@ -17,14 +17,6 @@ ConvTransposeParams params(
           std::move(dilation), groups};
 }
 
-// The gradient ops take no output padding: the sizes they are given imply it.
-ConvTransposeParams gradient_params(std::vector<int64_t> stride, std::vector<int64_t> padding,
-                                    std::vector<int64_t> dilation, int64_t groups) {
-  std::vector<int64_t> zeros(stride.size(), 0);
-  return params(std::move(stride), std::move(padding), std::move(zeros), std::move(dilation),
-                groups);
-}
-
 // The names of an enum's values, for the string-valued knobs below; the
 // first name is the default.
 template <typename Enum, size_t N>

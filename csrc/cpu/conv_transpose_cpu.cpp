@@ -131,17 +131,15 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
     dispatch_index_type(geometry, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
+      const auto reach = window_reach(g);
       if (!get_cpu_row_kernels()) {
-        const auto reach = window_reach(g);
         for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
           col2im_window_element(c, y, g, reach, e);
         });
         return;
       }
-      index_t begin, end;
-      reached_outer_rows(g, begin, end);
-      if (begin >= end) return;
-      const int64_t span = end - begin;
+      if (reach.numel == 0) return;
+      const int64_t span = reach.span;
       const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
       const int64_t length = g.out_size[2];
       const auto ranges = inner_ranges_of(g);
@@ -150,7 +148,7 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
         std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
         for (int64_t i = b; i < e; ++i) {
           const int64_t oc = i / span;
-          const int64_t outer_row = begin + i % span;
+          const int64_t outer_row = reach.begin + i % span;
           opmath_t* dst = y + (oc * outer + outer_row) * length;
           load_phase_major_row(g, dst, acc.data());
           col2im_row_add(c, g, ranges.data(), index_t(0), static_cast<index_t>(oc),

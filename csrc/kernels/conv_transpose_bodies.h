@@ -314,6 +314,16 @@ C10_HOST_DEVICE inline void unravel_weight(
   unravel_spatial(tap, g.kernel_divisor, k);
 }
 
+// The output coordinate o of spatial dim j that input coordinate i reaches
+// through kernel tap k (the scatter: o = i * stride - padding + k * dilation),
+// and whether it lies inside the output (padding crops the rest).
+template <typename index_t>
+C10_HOST_DEVICE inline bool scatter_coordinate(
+    const ConvGeometry<index_t>& g, int j, index_t i, index_t k, index_t& o) {
+  o = i * g.stride[j] - g.padding[j] + k * g.dilation[j];
+  return o >= 0 && o < g.out_size[j];
+}
+
 // Output position that input position `in` reaches through kernel tap `k`,
 // or -1 when it falls outside the output (cropped by padding).
 template <typename index_t>
@@ -323,8 +333,7 @@ C10_HOST_DEVICE inline index_t scatter_target(
     const index_t (&k)[kMaxSpatialDims]) {
   index_t out[kMaxSpatialDims];
   for (int j = 0; j < kMaxSpatialDims; ++j) {
-    out[j] = in[j] * g.stride[j] - g.padding[j] + k[j] * g.dilation[j];
-    if (out[j] < 0 || out[j] >= g.out_size[j]) return -1;
+    if (!scatter_coordinate(g, j, in[j], k[j], out[j])) return -1;
   }
   return ravel_spatial(out, g.out_size);
 }
@@ -336,11 +345,10 @@ template <typename index_t, typename Visit>
 C10_HOST_DEVICE inline void for_each_outer_tap_from(
     const ConvGeometry<index_t>& g, index_t in0, index_t in1, Visit&& visit) {
   for (index_t k0 = 0; k0 < g.kernel[0]; ++k0) {
-    const index_t o0 = in0 * g.stride[0] - g.padding[0] + k0 * g.dilation[0];
-    if (o0 < 0 || o0 >= g.out_size[0]) continue;
+    index_t o0, o1;
+    if (!scatter_coordinate(g, 0, in0, k0, o0)) continue;
     for (index_t k1 = 0; k1 < g.kernel[1]; ++k1) {
-      const index_t o1 = in1 * g.stride[1] - g.padding[1] + k1 * g.dilation[1];
-      if (o1 < 0 || o1 >= g.out_size[1]) continue;
+      if (!scatter_coordinate(g, 1, in1, k1, o1)) continue;
       visit(k0 * g.kernel[1] + k1, o0 * g.out_size[1] + o1);
     }
   }
@@ -355,8 +363,8 @@ C10_HOST_DEVICE inline void for_each_tap_from(
     Visit&& visit) {
   for_each_outer_tap_from(g, in[0], in[1], [&](index_t outer_tap, index_t out_row) {
     for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
-      const index_t o2 = in[2] * g.stride[2] - g.padding[2] + k2 * g.dilation[2];
-      if (o2 < 0 || o2 >= g.out_size[2]) continue;
+      index_t o2;
+      if (!scatter_coordinate(g, 2, in[2], k2, o2)) continue;
       visit(outer_tap * g.kernel[2] + k2, out_row * g.out_size[2] + o2);
     }
   });
@@ -433,24 +441,25 @@ C10_HOST_DEVICE inline void reached_outer_rows(const ConvGeometry<index_t>& g, i
 }
 
 // Where a window's col2im writes (a window of one sample's input rows, g
-// being its geometry): the outer output rows [begin, end) that the window
-// reaches, in every output channel. Element e of that reach, over
-// (oc, outer row, innermost coordinate), is output position
-// begin_offset + e mod span_numel of channel oc.
+// being its geometry): the `span` outer output rows from `begin` that the
+// window reaches (see reached_outer_rows), in every output channel. Element e
+// of that reach, over (oc, outer row, innermost coordinate), is output
+// position begin * out_size[2] + e mod span_numel of channel oc.
 template <typename index_t>
 struct WindowReach {
-  index_t begin_offset;          // begin * out_size[2]
-  Divisor<index_t> span_numel;   // (end - begin) * out_size[2]
-  int64_t numel;                 // elements of the reach; 0 when it is empty
+  index_t begin;
+  index_t span;                  // 0 when the window reaches no output
+  Divisor<index_t> span_numel;   // span * out_size[2]
+  int64_t numel;                 // elements of the reach
 };
 
 template <typename index_t>
 inline WindowReach<index_t> window_reach(const KernelGeometry<index_t>& g) {
   index_t begin, end;
   reached_outer_rows(g, begin, end);
-  if (begin >= end) return {0, Divisor<index_t>(1), 0};
+  if (begin >= end) return {0, 0, Divisor<index_t>(1), 0};
   const index_t span_numel = (end - begin) * g.out_size[2];
-  return {begin * g.out_size[2], Divisor<index_t>(span_numel),
+  return {begin, end - begin, Divisor<index_t>(span_numel),
           int64_t(g.out_channels()) * span_numel};
 }
 
@@ -468,7 +477,7 @@ C10_HOST_DEVICE inline void col2im_window_element(
     index_t e) {
   index_t oc, offset, out[kMaxSpatialDims];
   divmod(reach.span_numel, e, oc, offset);
-  const index_t position = reach.begin_offset + offset;
+  const index_t position = reach.begin * g.out_size[2] + offset;
   unravel_spatial(position, g.out_size_divisor, out);
   const index_t index = oc * g.out_numel() + position;
   out_sum[index] = col2im_gather(cols, g, index_t(0), oc, out, out_sum[index]);
@@ -695,11 +704,9 @@ C10_HOST_DEVICE inline void im2col_rows(
     index_t n = sample_row / g.in_size[0];
     for (; row < segment_end; ++row) {
       col_t* dst = cols_rows + (row - begin) * length;
-      const index_t o0 = i0 * g.stride[0] - g.padding[0] + k[0] * g.dilation[0];
-      const index_t o1 = i1 * g.stride[1] - g.padding[1] + k[1] * g.dilation[1];
-      index_t lo = 0, hi = 0;
+      index_t o0, o1, lo = 0, hi = 0;
       const scalar_t* src = nullptr;
-      if (o0 >= 0 && o0 < g.out_size[0] && o1 >= 0 && o1 < g.out_size[1]) {
+      if (scatter_coordinate(g, 0, i0, k[0], o0) && scatter_coordinate(g, 1, i1, k[1], o1)) {
         lo = r.lo;
         hi = r.hi;
         src = grad_output +
@@ -789,11 +796,10 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
     const scalar_t* x = input + (n * g.in_channels() + ic) * g.in_numel();
     const scalar_t* gy = grad_output + (n * g.out_channels() + oc) * g.out_numel();
     for (index_t i0 = 0; i0 < g.in_size[0]; ++i0) {
-      const index_t o0 = i0 * g.stride[0] - g.padding[0] + k[0] * g.dilation[0];
-      if (o0 < 0 || o0 >= g.out_size[0]) continue;
+      index_t o0, o1;
+      if (!scatter_coordinate(g, 0, i0, k[0], o0)) continue;
       for (index_t i1 = 0; i1 < g.in_size[1]; ++i1) {
-        const index_t o1 = i1 * g.stride[1] - g.padding[1] + k[1] * g.dilation[1];
-        if (o1 < 0 || o1 >= g.out_size[1]) continue;
+        if (!scatter_coordinate(g, 1, i1, k[1], o1)) continue;
         const scalar_t* x_row = x + (i0 * g.in_size[1] + i1) * g.in_size[2];
         const scalar_t* gy_row = gy + (o0 * g.out_size[1] + o1) * g.out_size[2];
         for (index_t i2 = r.lo; i2 < r.hi; ++i2) {
@@ -820,10 +826,8 @@ C10_HOST_DEVICE inline acc_t direct_forward_element(
     const scalar_t* bias,
     const KernelGeometry<index_t>& g,
     index_t index) {
-  index_t nc, position, n, oc, group, oc_g, out[kMaxSpatialDims];
-  divmod(g.out_numel_divisor, index, nc, position);
-  unravel_spatial(position, g.out_size_divisor, out);
-  divmod(g.out_channels_divisor, nc, n, oc);
+  index_t n, oc, group, oc_g, out[kMaxSpatialDims];
+  unravel_output(g, index, n, oc, out);
   divmod(g.out_channels_per_group_divisor, oc, group, oc_g);
   const index_t taps = g.taps();
   const index_t in_numel = g.in_numel();
