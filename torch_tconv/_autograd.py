@@ -179,7 +179,8 @@ def _forward_with_size(input, weight, output_size, ctx):
 # op's backend kernel and whose backward is the formula above. This is what
 # torch.library.register_autograd builds, without its generic argument
 # handling, which measured 21 us per differentiable forward on a small layer
-# (fill_defaults re-reads the schema once per argument): about half of
+# (fill_defaults re-reads the schema once per argument, pytorch/pytorch#195110;
+# custom-op wrapper overhead in general: pytorch/pytorch#139500): about half of
 # torch_tconv's host time per call, which is what small layers on the GPU
 # wait for.
 
