@@ -41,7 +41,7 @@ void check_length(
     const char* name,
     c10::ArrayRef<T> values,
     int64_t spatial_dims) {
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       static_cast<int64_t>(values.size()) == spatial_dims,
       op, ": ", name, " must have ", spatial_dims,
       " values (one per spatial dim), got ", name, "=", tuple_str(values));
@@ -59,12 +59,12 @@ void check_all(
   const bool ok = std::all_of(values.begin(), values.end(), [&](int64_t v) {
     return positive ? v > 0 : v >= 0;
   });
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       ok, op, ": ", name, " must be ", positive ? "positive" : "non-negative",
       ", got ", name, "=", tuple_str(values));
   const bool small = std::all_of(values.begin(), values.end(),
                                  [](int64_t v) { return v < kParamLimit; });
-  TORCH_CHECK_VALUE(small, op, ": ", name, " must be smaller than 2^31, got ", name, "=",
+  TORCH_CHECK(small, op, ": ", name, " must be smaller than 2^31, got ", name, "=",
                     tuple_str(values));
 }
 
@@ -81,13 +81,13 @@ void check_params(
   check_all(op, "stride", p.stride, /*positive=*/true);
   check_all(op, "padding", p.padding, /*positive=*/false);
   check_all(op, "dilation", p.dilation, /*positive=*/true);
-  TORCH_CHECK_VALUE(p.groups > 0 && p.groups < kParamLimit, op,
+  TORCH_CHECK(p.groups > 0 && p.groups < kParamLimit, op,
                     ": groups must be positive and smaller than 2^31, got groups=", p.groups);
   if (!check_output_padding) return;
   check_length<int64_t>(op, "output_padding", p.output_padding, spatial_dims);
   check_all(op, "output_padding", p.output_padding, /*positive=*/false);
   for (int64_t j = 0; j < spatial_dims; ++j) {
-    TORCH_CHECK_VALUE(
+    TORCH_CHECK(
         p.output_padding[j] < std::max(p.stride[j], p.dilation[j]),
         op, ": output_padding must be smaller than stride or dilation in every "
         "dim, got output_padding=", tuple_str(p.output_padding),
@@ -98,7 +98,7 @@ void check_params(
 
 void check_floating(const std::string& op, const char* name, const at::Tensor& t) {
   const auto dtype = t.scalar_type();
-  TORCH_CHECK_TYPE(
+  TORCH_CHECK(
       dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
           dtype == at::kBFloat16,
       op, ": ", name, " must be float32, float64, float16 or bfloat16, got ",
@@ -113,7 +113,7 @@ void check_tensors_agree(
   for (const auto& [name, t] : tensors) {
     TORCH_CHECK(t->defined(), op, ": ", name, " must be a tensor, got an undefined tensor");
     check_floating(op, name, *t);
-    TORCH_CHECK_TYPE(
+    TORCH_CHECK(
         t->scalar_type() == first->scalar_type(),
         op, ": ", first_name, " and ", name, " must have the same dtype, got ",
         first_name, " of dtype ", first->scalar_type(), " and ", name,
@@ -132,13 +132,13 @@ bool is_unbatched(
     const at::Tensor& t,
     int64_t spatial_dims) {
   const int64_t dim = t.dim();
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       dim == spatial_dims + 1 || dim == spatial_dims + 2,
       op, ": expected ", name, " to be ", spatial_dims + 1, "-D (unbatched) or ",
       spatial_dims + 2, "-D (batched), got ", name, " of shape ", shape_str(t));
   const int64_t first_spatial = dim - spatial_dims;
   for (int64_t d = first_spatial; d < dim; ++d) {
-    TORCH_CHECK_VALUE(
+    TORCH_CHECK(
         t.sym_size(d) > 0, op, ": expected ", name,
         " to have non-zero spatial sizes, got ", name, " of shape ", shape_str(t));
   }
@@ -190,11 +190,11 @@ c10::SymInt check_weight(
     const at::Tensor& weight,
     const ConvTransposeParams& p) {
   const c10::SymInt in_channels = weight.sym_size(0);
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       in_channels % p.groups == 0, op, ": weight.shape[0] (C_in = ", in_channels,
       ") must be divisible by groups=", p.groups, ", got weight of shape ",
       shape_str(weight));
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       all_positive(concrete_kernel_size(weight, spatial_dims_of(weight))),
       op, ": kernel sizes must be positive, got weight of shape ", shape_str(weight));
   return weight.sym_size(1) * p.groups;
@@ -209,7 +209,7 @@ std::vector<c10::SymInt> implied_output_padding(
     const ConvTransposeParams& p) {
   const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
   check_params(op, p, spatial_dims, /*check_output_padding=*/false);
-  TORCH_CHECK_VALUE(all_positive(kernel_size), op,
+  TORCH_CHECK(all_positive(kernel_size), op,
                     ": kernel sizes must be positive, got kernel_size=", tuple_str(kernel_size));
   check_length(op, "output_size", output_size, spatial_dims);
   check_length(op, "input size", input_size, spatial_dims);
@@ -219,6 +219,7 @@ std::vector<c10::SymInt> implied_output_padding(
   for (int64_t j = 0; j < spatial_dims; ++j) {
     const int64_t range = std::max(p.stride[j], p.dilation[j]);
     const c10::SymInt extra = output_size[j] - smallest[j];
+    // A ValueError, as nn.ConvTranspose2d raises for an output_size it cannot produce.
     TORCH_CHECK_VALUE(
         extra >= 0 && extra < range,
         op, ": output size ", tuple_str(output_size),
@@ -246,7 +247,7 @@ void check_countable(
     if (!value.has_value()) return;
     overflow |= c10::mul_overflows(numel, static_cast<uint64_t>(*value), &numel);
   }
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       !overflow && numel < (uint64_t(1) << 63),
       op, ": the output would have shape ", tuple_str(shape),
       ", too many elements to count in 64 bits; it comes from input of shape ",
@@ -268,7 +269,7 @@ std::vector<c10::SymInt> output_padding_for_size(
 int64_t spatial_dims_of(const at::Tensor& weight) {
   TORCH_CHECK(weight.defined(), "conv_transpose: weight must be a tensor, got an undefined tensor");
   const int64_t dim = weight.dim();
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       dim >= 3 && dim <= 5,
       "conv_transpose: weight must be 3-D, 4-D or 5-D, laid out as "
       "(C_in, C_out/groups, *kernel_size), got weight of shape ", shape_str(weight));
@@ -296,13 +297,13 @@ std::vector<c10::SymInt> forward_output_shape(
   }
   const bool unbatched = is_unbatched(op, "input", input, spatial_dims);
   const c10::SymInt out_channels = check_weight(op, weight, p);
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       channels(input, unbatched) == weight.sym_size(0),
       op, ": input has ", channels(input, unbatched), " channels but weight.shape[0] (C_in) is ",
       weight.sym_size(0), "; got input of shape ", shape_str(input),
       " and weight of shape ", shape_str(weight));
   if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK_VALUE(
+    TORCH_CHECK(
         bias->dim() == 1 && bias->sym_size(0) == out_channels,
         op, ": bias must be a 1-D tensor of size C_out = weight.shape[1] * groups = ",
         out_channels, ", got bias of shape ", shape_str(*bias));
@@ -317,7 +318,7 @@ std::vector<c10::SymInt> forward_output_shape(
   } else {
     out_size = transposed_sizes(in_size, kernel, p, p.output_padding);
     for (int64_t j = 0; j < spatial_dims; ++j) {
-      TORCH_CHECK_VALUE(
+      TORCH_CHECK(
           out_size[j] > 0,
           op, ": the output would have size ", tuple_str(out_size),
           ", which is not positive; it comes from input of shape ", shape_str(input),
@@ -348,7 +349,7 @@ std::vector<c10::SymInt> input_grad_shape(
   check_tensors_agree(op, {{"grad_output", &grad_output}, {"weight", &weight}});
   const bool unbatched = is_unbatched(op, "grad_output", grad_output, spatial_dims);
   const c10::SymInt out_channels = check_weight(op, weight, p);
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       channels(grad_output, unbatched) == out_channels,
       op, ": grad_output has ", channels(grad_output, unbatched),
       " channels but weight.shape[1] * groups (C_out) is ", out_channels,
@@ -370,26 +371,26 @@ std::vector<c10::SymInt> weight_grad_shape(
     at::IntArrayRef kernel_size,
     const ConvTransposeParams& p) {
   const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       spatial_dims >= 1 && spatial_dims <= 3,
       "conv_transpose weight gradient: kernel_size must have 1, 2 or 3 values, got kernel_size=",
       tuple_str(kernel_size));
   const std::string op = op_name(spatial_dims) + " weight gradient";
   check_params(op, p, spatial_dims, /*check_output_padding=*/false);
-  TORCH_CHECK_VALUE(all_positive(kernel_size), op,
+  TORCH_CHECK(all_positive(kernel_size), op,
                     ": kernel sizes must be positive, got kernel_size=", tuple_str(kernel_size));
   TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
   TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
   check_tensors_agree(op, {{"input", &input}, {"grad_output", &grad_output}});
   const bool unbatched = is_unbatched(op, "input", input, spatial_dims);
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       is_unbatched(op, "grad_output", grad_output, spatial_dims) == unbatched &&
           (unbatched || input.sym_size(0) == grad_output.sym_size(0)),
       op, ": input and grad_output must have the same batch size, got input of shape ",
       shape_str(input), " and grad_output of shape ", shape_str(grad_output));
   const c10::SymInt in_channels = channels(input, unbatched);
   const c10::SymInt out_channels = channels(grad_output, unbatched);
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       in_channels % p.groups == 0 && out_channels % p.groups == 0,
       op, ": the channels of input (", in_channels, ") and grad_output (", out_channels,
       ") must be divisible by groups=", p.groups);
@@ -418,7 +419,7 @@ std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
   auto weight_shape = weight_grad_shape(input, grad_output,
                                         concrete_kernel_size(weight, spatial_dims), p);
   auto input_shape = input_grad_shape(grad_output, weight, spatial_sizes(input, spatial_dims), p);
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       weight_shape[0] == weight.sym_size(0),
       op, ": input has ", weight_shape[0], " channels but weight.shape[0] (C_in) is ",
       weight.sym_size(0), "; got input of shape ", shape_str(input), " and weight of shape ",
@@ -430,7 +431,7 @@ std::vector<c10::SymInt> bias_grad_shape(const at::Tensor& grad_output) {
   const std::string op = "conv_transpose bias gradient";
   TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
   check_tensors_agree(op, {{"grad_output", &grad_output}});
-  TORCH_CHECK_VALUE(
+  TORCH_CHECK(
       grad_output.dim() >= 3 && grad_output.dim() <= 5,
       op, ": grad_output must be 3-D, 4-D or 5-D, laid out as (N, C_out, *output_size), got "
       "grad_output of shape ", shape_str(grad_output));

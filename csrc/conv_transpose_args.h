@@ -3,7 +3,10 @@
 // any kernel runs; the Python fake kernels and the nn.Module call the same
 // functions through the extension module, with symbolic sizes when tracing.
 //
-// Every error names the offending argument and its value.
+// Every error names the offending argument and its value. Errors are
+// RuntimeErrors, the type torch raises for the same mistakes, so code written
+// to catch torch's errors catches ours; an output_size the forward cannot
+// produce is a ValueError, as in nn.ConvTranspose2d.
 #pragma once
 
 #include <ATen/core/Tensor.h>
