@@ -7,7 +7,8 @@ Layout of the package:
   _C            the native extension; importing it registers the ops
                 ``torch.ops.torch_tconv.*`` (OPS)
   _fake         fake (meta) kernels of the ops, for torch.compile
-  _autograd     the ops' backward formulas, written with the ops themselves
+  _autograd     the ops' backward and jvp formulas, written with the ops themselves
+  _vmap         the ops' batching rules, for torch.func.vmap
   functional    conv_transpose2d
   modules       ConvTranspose2d
 """
@@ -23,7 +24,7 @@ except ImportError as error:  # pragma: no cover - depends on how it was install
         "`python setup.py build_ext --inplace`; when importing an installed copy, "
         "run from outside the source tree, whose torch_tconv/ would shadow it."
     ) from error
-from . import _autograd, _fake  # noqa: F401  (registers fake kernels and autograd)
+from . import _autograd, _fake, _vmap  # noqa: F401  (registers fake kernels, autograd, vmap)
 from .functional import conv_transpose2d
 from .modules import ConvTranspose2d
 
