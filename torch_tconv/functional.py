@@ -1,30 +1,54 @@
 """Functional interface: the same signatures and semantics as
-``torch.nn.functional.conv_transpose2d``."""
+``torch.nn.functional.conv_transpose2d``.
 
-from typing import Optional, Sequence, Union
+Like torch's own functionals, conv_transpose2d honours ``__torch_function__``:
+tensor subclasses and torch.fx's symbolic tracing (whose Proxy is such a
+subclass) see one call of conv_transpose2d, and an FX graph records it as one
+call_function node. During torch.onnx.export the call is handed to
+``F.conv_transpose2d``, whose standard ONNX ConvTranspose node the exporter
+knows, instead of a custom op it has no translation for.
+"""
+
+import sys
+from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import _C  # noqa: F401  (registers the ops)
 
 IntOrTuple = Union[int, Sequence[int]]
 
+_TORCH_FUNCTIONAL = {2: F.conv_transpose2d}
 
-def _expand(value: IntOrTuple, name: str, spatial_dims: int, op: str) -> list:
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expand(value: IntOrTuple, name: str, spatial_dims: int, op: str) -> List[int]:
     """An int, or a sequence of 1 or `spatial_dims` ints, as a list of
-    `spatial_dims` ints. Ranges are checked by the op itself."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    `spatial_dims` ints. Ranges are checked by the op itself. Errors are the
+    types F.conv_transpose2d raises: TypeError for a value that is not ints,
+    RuntimeError for a sequence of the wrong length."""
+    if _is_int(value):
         return [value] * spatial_dims
-    if isinstance(value, (tuple, list, torch.Size)) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        if len(value) == 1:
-            return [value[0]] * spatial_dims
-        if len(value) == spatial_dims:
-            return list(value)
-    raise ValueError(
-        f"{op}: {name} must be an int or a tuple of {spatial_dims} ints, got {name}={value!r}"
-    )
+    if not (isinstance(value, (tuple, list, torch.Size)) and all(_is_int(v) for v in value)):
+        raise TypeError(
+            f"{op}: {name} must be an int or a tuple of {spatial_dims} ints, got {name}={value!r}")
+    if len(value) == 1:
+        return [value[0]] * spatial_dims
+    if len(value) != spatial_dims:
+        raise RuntimeError(
+            f"{op}: {name} must be an int or a tuple of {spatial_dims} ints, got {name}={value!r}")
+    return list(value)
+
+
+def _exporting_to_onnx() -> bool:
+    # torch.onnx is imported by whoever exports: until then, nothing is exporting.
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
 
 
 def _conv_transpose(
@@ -37,7 +61,6 @@ def _conv_transpose(
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
-    output_size: Optional[Sequence[int]] = None,
 ) -> torch.Tensor:
     op = f"conv_transpose{spatial_dims}d"
     for name, t in (("input", input), ("weight", weight)):
@@ -46,23 +69,26 @@ def _conv_transpose(
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"{op}: bias must be a Tensor or None, got {type(bias).__name__}")
     if weight.dim() != spatial_dims + 2:
-        raise ValueError(
+        raise RuntimeError(
             f"{op}: expected weight to be {spatial_dims + 2}-D, laid out as "
             f"(C_in, C_out/groups, *kernel_size), got weight of shape {tuple(weight.shape)}"
         )
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise ValueError(f"{op}: groups must be an int, got groups={groups!r}")
+    if not _is_int(groups):
+        raise TypeError(f"{op}: groups must be an int, got groups={groups!r}")
+    stride = _expand(stride, "stride", spatial_dims, op)
+    padding = _expand(padding, "padding", spatial_dims, op)
+    output_padding = _expand(output_padding, "output_padding", spatial_dims, op)
+    dilation = _expand(dilation, "dilation", spatial_dims, op)
+    if bias is not None and bias.dtype != input.dtype and bias.is_floating_point():
+        # F.conv_transpose2d accepts such a bias on some paths (float64 input,
+        # unbatched input on the CPU) and refuses it on others; it is cast to
+        # the input's dtype here everywhere, differentiably.
+        bias = bias.to(input.dtype)
+    if _exporting_to_onnx() and spatial_dims in _TORCH_FUNCTIONAL:
+        return _TORCH_FUNCTIONAL[spatial_dims](
+            input, weight, bias, stride, padding, output_padding, groups, dilation)
     return torch.ops.torch_tconv.conv_transpose(
-        input,
-        weight,
-        bias,
-        _expand(stride, "stride", spatial_dims, op),
-        _expand(padding, "padding", spatial_dims, op),
-        _expand(output_padding, "output_padding", spatial_dims, op),
-        _expand(dilation, "dilation", spatial_dims, op),
-        groups,
-        None if output_size is None else list(output_size),
-    )
+        input, weight, bias, stride, padding, output_padding, dilation, groups)
 
 
 def conv_transpose2d(
@@ -85,7 +111,8 @@ def conv_transpose2d(
     Args:
         input: ``(N, C_in, H_in, W_in)`` or unbatched ``(C_in, H_in, W_in)``.
         weight: ``(C_in, C_out / groups, kH, kW)``.
-        bias: ``(C_out,)`` or None.
+        bias: ``(C_out,)`` or None. A bias of another floating dtype is cast
+            to the input's.
         stride, padding, output_padding, dilation: an int or a pair ``(h, w)``.
             ``padding`` removes that many rows/columns from each side of the
             full output ``(in - 1) * s + d * (k - 1) + 1``; ``output_padding``
@@ -97,5 +124,14 @@ def conv_transpose2d(
         ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)``) with
         ``H_out = (H_in - 1) * sH - 2 * pH + dH * (kH - 1) + output_padding_h + 1``
         and likewise for ``W_out``.
+
+    Raises:
+        TypeError: an argument of the wrong type. RuntimeError: a value out of
+        range or tensors that do not fit together. These are the types
+        ``F.conv_transpose2d`` raises; each message names the argument.
     """
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(
+            conv_transpose2d, (input, weight, bias), input, weight, bias, stride=stride,
+            padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
     return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation)
