@@ -36,15 +36,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Benchmark the checkout's in-place build when there is one, rather than
-# whatever torch_tconv happens to be installed.
+# whatever torch_tconv happens to be installed. Before `import torch`, which
+# imports torch_tconv through its entry point when it is installed.
 if any((REPO_ROOT / "torch_tconv").glob("_C*.so")):
     sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
 import torch_tconv  # noqa: E402
 
 DTYPES = {

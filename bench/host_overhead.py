@@ -24,11 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark  # noqa: E402  (the in-place build of torch_tconv)
+import benchmark  # noqa: E402  (the in-place build of torch_tconv; imports torch after it)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 torch_tconv = benchmark.torch_tconv
 
