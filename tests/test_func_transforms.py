@@ -4,12 +4,12 @@ vmap over every combination of arguments, with in_dims other than 0, through
 the batching rules (no per-sample fallback)."""
 
 import itertools
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import grad, hessian, jacfwd, jacrev, vjp, vmap
+from torch.profiler import ProfilerActivity, profile
 
 import torch_tconv
 
@@ -17,14 +17,6 @@ ops = torch.ops.torch_tconv
 
 PARAMS = dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2, dilation=(1, 2))
 VMAP_SIZE = 3
-
-
-@pytest.fixture(autouse=True)
-def no_fallback():
-    """vmap warns when an op has no batching rule and loops over samples."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*batching rule.*")
-        yield
 
 
 def layer(unbatched=False, groups=2, seed=0):
@@ -90,29 +82,49 @@ def test_per_sample_gradients(unbatched_sample):
     assert_trees_close(per_sample(ours(params)), per_sample(theirs(params)), "per-sample grads")
 
 
-def stacked(t, dim, seed):
+def stacked(t, dim, seed, size=VMAP_SIZE):
     g = torch.Generator().manual_seed(seed)
     return torch.stack([t * torch.randn((), generator=g, dtype=t.dtype) + i
-                        for i in range(VMAP_SIZE)], dim)
+                        for i in range(size)], dim)
 
 
 def vmap_cases(args):
     """Every non-empty subset of the arguments vmapped, at dim 0 and at the
-    last dim."""
+    last dim: (in_dims, the arguments stacked, a function of a vmap size
+    giving arguments stacked to that size)."""
     for in_dims in itertools.product(*[(None, 0, -1)] * len(args)):
         if all(d is None for d in in_dims):
             continue
-        yield in_dims, [a if d is None else stacked(a, d, i) for i, (a, d) in enumerate(zip(args, in_dims))]
+
+        def of_size(size, in_dims=in_dims):
+            return [a if d is None else stacked(a, d, i, size)
+                    for i, (a, d) in enumerate(zip(args, in_dims))]
+
+        yield in_dims, of_size(VMAP_SIZE), of_size
+
+
+def op_calls(fn):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for event in prof.events() if event.name.startswith("torch_tconv::"))
+
+
+def assert_no_per_sample_loop(fn, in_dims, of_size):
+    """A batching rule calls the ops as often for any vmap size; vmap's
+    fallback calls them once per sample."""
+    calls = [op_calls(lambda: vmap(fn, in_dims=in_dims)(*of_size(size))) for size in (2, 5)]
+    assert calls[0] == calls[1], f"in_dims={in_dims}: {calls} op calls for vmap sizes 2 and 5"
 
 
 @pytest.mark.parametrize("unbatched", [False, True])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_vmap_forward_every_argument(unbatched, groups):
     x, w, b, params = layer(unbatched, groups)
-    for in_dims, args in vmap_cases((x, w, b)):
+    for in_dims, args, of_size in vmap_cases((x, w, b)):
         got = vmap(ours(params), in_dims=in_dims)(*args)
         want = vmap(theirs(params), in_dims=in_dims)(*args)
         torch.testing.assert_close(got, want, msg=lambda m: f"in_dims={in_dims}: {m}")
+        assert_no_per_sample_loop(ours(params), in_dims, of_size)
 
 
 def gradient_ops(x, w, params):
@@ -137,9 +149,10 @@ def test_vmap_gradient_ops_every_argument(op, unbatched):
     g = torch.randn_like(theirs(params)(x, w, None))
     ours_op, reference, names = gradient_ops(x, w, params)[op]
     values = {"x": x, "w": w, "g": g}
-    for in_dims, args in vmap_cases(tuple(values[n] for n in names)):
+    for in_dims, args, of_size in vmap_cases(tuple(values[n] for n in names)):
         assert_trees_close(vmap(ours_op, in_dims=in_dims)(*args),
                            vmap(reference, in_dims=in_dims)(*args), f"{op}, in_dims={in_dims}")
+        assert_no_per_sample_loop(ours_op, in_dims, of_size)
 
 
 def test_vmap_bias_grad():
@@ -148,6 +161,8 @@ def test_vmap_bias_grad():
         batched = stacked(g, dim, 0)
         torch.testing.assert_close(vmap(ops.conv_transpose_bias_grad, in_dims=dim)(batched),
                                    vmap(lambda g: g.sum((0, 2, 3)), in_dims=dim)(batched))
+        assert_no_per_sample_loop(ops.conv_transpose_bias_grad, (dim,),
+                                  lambda size, dim=dim: [stacked(g, dim, 0, size)])
 
 
 def test_nested_vmap():
@@ -156,3 +171,4 @@ def test_nested_vmap():
     ws = torch.stack([stacked(w, 0, i) for i in range(2)])
     f = lambda f: vmap(vmap(f, in_dims=(None, 0, None)), in_dims=(None, 0, None))(x, ws, b)  # noqa: E731
     torch.testing.assert_close(f(ours(params)), f(theirs(params)))
+    assert op_calls(lambda: f(ours(params))) == 3  # the call, and one per level's rule

@@ -89,23 +89,3 @@ def test_trace():
     torch.testing.assert_close(traced(x, skip), expected)
     torch.testing.assert_close(round_trip(traced)(x, skip), expected)
     assert "torch_tconv::conv_transpose" in str(traced.inlined_graph)
-
-
-def test_script_functional_inside_scripted_module():
-    """A scripted module may call the op itself, as torch.ops are TorchScript
-    builtins."""
-
-    class Direct(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = nn.Parameter(torch.randn(4, 3, 3, 3, dtype=torch.float64))
-
-        def forward(self, x):
-            return torch.ops.torch_tconv.conv_transpose(
-                x, self.weight, None, [2, 2], [1, 1], [1, 1], [1, 1], 1)
-
-    module = Direct()
-    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
-    expected = nn.functional.conv_transpose2d(x, module.weight, stride=2, padding=1,
-                                              output_padding=1)
-    torch.testing.assert_close(torch.jit.script(module)(x), expected)
