@@ -207,26 +207,25 @@ def _forward_jvp(ctx, args, tangents):
     return _sum(terms)
 
 
-def _input_grad_jvp(ctx, args, tangents):
-    grad_output, weight, *params = args
-    grad_output_t, weight_t = tangents[:2]
+def _bilinear_jvp(op, args, tangents):
+    """Tangent of op(first, second, *params), which is linear in each of its
+    first two arguments."""
+    first, second, *params = args
+    first_t, second_t = tangents[:2]
     terms = []
-    if grad_output_t is not None:
-        terms.append(ops.conv_transpose_input_grad(grad_output_t, weight, *params))
-    if weight_t is not None:
-        terms.append(ops.conv_transpose_input_grad(grad_output, weight_t, *params))
+    if first_t is not None:
+        terms.append(op(first_t, second, *params))
+    if second_t is not None:
+        terms.append(op(first, second_t, *params))
     return _sum(terms)
+
+
+def _input_grad_jvp(ctx, args, tangents):
+    return _bilinear_jvp(ops.conv_transpose_input_grad, args, tangents)
 
 
 def _weight_grad_jvp(ctx, args, tangents):
-    input, grad_output, *params = args
-    input_t, grad_output_t = tangents[:2]
-    terms = []
-    if input_t is not None:
-        terms.append(ops.conv_transpose_weight_grad(input_t, grad_output, *params))
-    if grad_output_t is not None:
-        terms.append(ops.conv_transpose_weight_grad(input, grad_output_t, *params))
-    return _sum(terms)
+    return _bilinear_jvp(ops.conv_transpose_weight_grad, args, tangents)
 
 
 def _backward_jvp(ctx, args, tangents):
