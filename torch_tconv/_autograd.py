@@ -293,8 +293,8 @@ def _bind(name, setup_context, backward, jvp):
     arguments = op._schema.arguments
     # The dispatcher drops trailing arguments equal to their defaults.
     defaults = tuple(argument.default_value for argument in arguments)
-    tensor_positions = tuple(
-        i for i, argument in enumerate(arguments) if str(argument.type) in ("Tensor", "Optional[Tensor]"))
+    tensor_positions = tuple(i for i, argument in enumerate(arguments)
+                             if str(argument.type) in ("Tensor", "Optional[Tensor]"))
 
     def run_below_autograd(keyset, args):
         with torch._C._AutoDispatchBelowAutograd():
@@ -341,7 +341,8 @@ def _bind(name, setup_context, backward, jvp):
 
     def autograd_kernel(keyset, *args):
         args += defaults[len(args):]
-        if (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _forward_mode_active():
+        differentiable = torch.is_grad_enabled() and torch._C._any_requires_grad(*args)
+        if differentiable or _forward_mode_active():
             if torch._C._are_functorch_transforms_active():
                 modes = (torch.is_grad_enabled(), torch._C._is_fwd_grad_enabled())
                 with _single_level_function_allowed():

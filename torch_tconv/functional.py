@@ -134,4 +134,5 @@ def conv_transpose2d(
         return handle_torch_function(
             conv_transpose2d, (input, weight, bias), input, weight, bias, stride=stride,
             padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
-    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_transpose(
+        2, input, weight, bias, stride, padding, output_padding, groups, dilation)

@@ -23,10 +23,11 @@ def _spatial_output_size(input: Tensor, output_size: List[int], spatial_dims: in
     if len(size) == leading + spatial_dims:
         size = size[leading:]
     if len(size) != spatial_dims:
+        # Concatenation, not an f-string: this function is TorchScript too.
         raise ValueError(
-            "ConvTranspose" + str(spatial_dims) + "d: for " + str(input.dim()) + "-D input, output_size must have "
-            + str(spatial_dims) + " or " + str(leading + spatial_dims) + " elements, got output_size="
-            + str(output_size))
+            "ConvTranspose" + str(spatial_dims) + "d: for " + str(input.dim())
+            + "-D input, output_size must have " + str(spatial_dims) + " or "
+            + str(leading + spatial_dims) + " elements, got output_size=" + str(output_size))
     return size
 
 
