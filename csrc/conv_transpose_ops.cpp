@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <numeric>
 
 #include "conv_transpose_args.h"
@@ -16,15 +15,8 @@
 namespace torch_tconv {
 namespace {
 
-std::atomic<int> g_algorithm{static_cast<int>(Algorithm::kAuto)};
-std::atomic<int64_t> g_column_budget_bytes{kDefaultColumnBudgetBytes};
-std::atomic<bool> g_int32_indices_allowed{true};
-std::atomic<bool> g_cpu_row_kernels{true};
-std::atomic<int64_t> g_last_workspace_bytes{0};
-std::atomic<int> g_reduced_precision_gemm{static_cast<int>(ReducedPrecisionGemm::kAuto)};
-
-bool use_direct(const Geometry& g) {
-  switch (static_cast<Algorithm>(g_algorithm.load())) {
+bool use_direct(const Geometry& g, const Config& config) {
+  switch (config.algorithm) {
     case Algorithm::kGemm:
       return false;
     case Algorithm::kDirect:
@@ -146,9 +138,10 @@ struct ChunkPlan {
   int64_t capacity;  // column-buffer elements per lane
 };
 
-ChunkPlan plan_chunks(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype) {
+ChunkPlan plan_chunks(const ElementwiseKernels& kernels, const Geometry& g, at::ScalarType dtype,
+                      const Config& config) {
   const int64_t element = c10::elementSize(dtype);
-  const int64_t budget = std::min(g_column_budget_bytes.load(), kernels.column_chunk_bytes);
+  const int64_t budget = std::min(config.column_budget_bytes, kernels.column_chunk_bytes);
   const int64_t per_sample = std::max<int64_t>(chunk_of(g, 1).col_numel() * element, 1);
   const int64_t outer_rows = g.in_size[0] * g.in_size[1];
   const int64_t per_row = std::max<int64_t>(per_sample / outer_rows, 1);
@@ -184,7 +177,7 @@ ChunkPlan plan_chunks(const ElementwiseKernels& kernels, const Geometry& g, at::
 template <typename F>
 void for_each_chunk(const ChunkPlan& plan, const Geometry& g, at::ScalarType dtype,
                     const at::TensorOptions& options, const F& f) {
-  g_last_workspace_bytes.store(plan.lanes * plan.capacity * c10::elementSize(dtype));
+  record_column_workspace_bytes(plan.lanes * plan.capacity * c10::elementSize(dtype));
   auto run = [&](const Chunk& c, const at::Tensor& workspace, int64_t lane) {
     f(c,
       workspace.narrow(0, 0, c.g.col_numel())
@@ -237,8 +230,8 @@ at::Tensor input_part(const at::Tensor& t, const Chunk& c) {
 // im2col of the chunk's part of grad_output into its column buffer, which
 // both gradient GEMMs read.
 void grad_output_columns(const ElementwiseKernels& kernels, const at::Tensor& grad_output,
-                         const Chunk& c, const at::Tensor& cols) {
-  kernels.im2col(grad_output.narrow(0, c.n0, c.g.batch), cols, c.g);
+                         const Chunk& c, const at::Tensor& cols, const Config& config) {
+  kernels.im2col(grad_output.narrow(0, c.n0, c.g.batch), cols, c.g, config);
 }
 
 // The GEMM operand of the chunk's part of an input-shaped (N, C_in, in...)
@@ -348,51 +341,6 @@ at::Tensor batched(const at::Tensor& t, bool unbatched) {
 
 }  // namespace
 
-void set_algorithm(Algorithm algorithm) {
-  g_algorithm.store(static_cast<int>(algorithm));
-}
-
-Algorithm get_algorithm() {
-  return static_cast<Algorithm>(g_algorithm.load());
-}
-
-void set_column_budget_bytes(int64_t bytes) {
-  TORCH_CHECK_VALUE(bytes > 0, "column budget must be positive, got ", bytes, " bytes");
-  g_column_budget_bytes.store(bytes);
-}
-
-int64_t get_column_budget_bytes() {
-  return g_column_budget_bytes.load();
-}
-
-void set_int32_indices_allowed(bool allowed) {
-  g_int32_indices_allowed.store(allowed);
-}
-
-bool get_int32_indices_allowed() {
-  return g_int32_indices_allowed.load();
-}
-
-void set_cpu_row_kernels(bool enabled) {
-  g_cpu_row_kernels.store(enabled);
-}
-
-bool get_cpu_row_kernels() {
-  return g_cpu_row_kernels.load();
-}
-
-void set_cpu_reduced_precision_gemm(ReducedPrecisionGemm mode) {
-  g_reduced_precision_gemm.store(static_cast<int>(mode));
-}
-
-ReducedPrecisionGemm get_cpu_reduced_precision_gemm() {
-  return static_cast<ReducedPrecisionGemm>(g_reduced_precision_gemm.load());
-}
-
-int64_t last_column_workspace_bytes() {
-  return g_last_workspace_bytes.load();
-}
-
 at::Tensor conv_transpose(
     const ElementwiseKernels& kernels,
     const at::Tensor& input,
@@ -404,6 +352,7 @@ at::Tensor conv_transpose(
     at::IntArrayRef dilation,
     int64_t groups,
     at::OptionalSymIntArrayRef output_size) {
+  const Config config = config_snapshot();
   const auto p = make_params(stride, padding, output_padding, dilation, groups);
   const auto shape = concrete(forward_output_shape(input, weight, bias, p, output_size));
   c10::OptionalDeviceGuard guard(input.device());
@@ -419,10 +368,10 @@ at::Tensor conv_transpose(
   if (out.numel() == 0) return unbatched ? out.squeeze(0) : out;
 
   const Geometry g = make_geometry(x.sizes(), out.sizes(), w.sizes().slice(2), p);
-  if (use_direct(g)) {
-    kernels.direct_forward(x, w, b, out, g);
+  if (use_direct(g, config)) {
+    kernels.direct_forward(x, w, b, out, g, config);
   } else {
-    const auto dtype = kernels.column_dtype(x.scalar_type());
+    const auto dtype = kernels.column_dtype(x.scalar_type(), config);
     // GEMM layout, per group g (batched over groups by bmm):
     //   cols_g (C_out/G * taps, n * in_numel) = W_gᵀ (C_out/G * taps, C_in/G)
     //                                          · X_g (C_in/G, n * in_numel)
@@ -441,12 +390,12 @@ at::Tensor conv_transpose(
     // result is bitwise the same. The partial sums stay in the op-math dtype.
     at::Tensor target;
     at::Tensor opmath_sums;  // one sample's sums where the output dtype is narrower
-    const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+    const ChunkPlan plan = plan_chunks(kernels, g, dtype, config);
     for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t) {
       at::bmm_out(cols, w_t, group_major(x, c, dtype));
       const at::Tensor out_chunk = out.narrow(0, c.n0, c.g.batch);
       if (!c.window) {
-        kernels.col2im(cols, b, out_chunk, c.g);
+        kernels.col2im(cols, b, out_chunk, c.g, config);
         return;
       }
       if (c.position_begin + c.g.in_numel() == g.in_numel()) {  // the sample's first window
@@ -464,15 +413,20 @@ at::Tensor conv_transpose(
           target.zero_();
         }
       }
-      kernels.col2im_window(cols, target, c.g);
+      kernels.col2im_window(cols, target, c.g, config);
       if (c.position_begin == 0 && !target.is_same(out_chunk)) out_chunk.copy_(target);
     });
   }
   return unbatched ? out.squeeze(0) : out;
 }
 
-at::Tensor conv_transpose_input_grad(
+namespace {
+
+// The gradient ops under a given config, so that the fused backward, which
+// falls back on them, runs them with its own snapshot.
+at::Tensor input_grad_with(
     const ElementwiseKernels& kernels,
+    const Config& config,
     const at::Tensor& grad_output,
     const at::Tensor& weight,
     c10::SymIntArrayRef input_size,
@@ -493,22 +447,23 @@ at::Tensor conv_transpose_input_grad(
   if (grad_input.numel() == 0) return unbatched ? grad_input.squeeze(0) : grad_input;
 
   const Geometry g = make_geometry(grad_input.sizes(), gy.sizes(), w.sizes().slice(2), p);
-  if (use_direct(g)) {
-    kernels.direct_input_grad(gy, w, grad_input, g);
+  if (use_direct(g, config)) {
+    kernels.direct_input_grad(gy, w, grad_input, g, config);
   } else {
-    const auto dtype = kernels.column_dtype(gy.scalar_type());
+    const auto dtype = kernels.column_dtype(gy.scalar_type(), config);
     const at::Tensor w_g = weight_by_group(w, g, dtype);
-    const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+    const ChunkPlan plan = plan_chunks(kernels, g, dtype, config);
     for_each_chunk(plan, g, dtype, gy.options(), [&](const Chunk& c, at::Tensor cols, int64_t) {
-      grad_output_columns(kernels, gy, c, cols);
+      grad_output_columns(kernels, gy, c, cols, config);
       input_grad_of_chunk(w_g, c, cols, grad_input);
     });
   }
   return unbatched ? grad_input.squeeze(0) : grad_input;
 }
 
-at::Tensor conv_transpose_weight_grad(
+at::Tensor weight_grad_with(
     const ElementwiseKernels& kernels,
+    const Config& config,
     const at::Tensor& input,
     const at::Tensor& grad_output,
     at::IntArrayRef kernel_size,
@@ -525,19 +480,47 @@ at::Tensor conv_transpose_weight_grad(
 
   const Geometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
   if (x.numel() == 0 || gy.numel() == 0) return at::zeros(shape, x.options());
-  if (use_direct(g)) {
+  if (use_direct(g, config)) {
     at::Tensor grad_weight = at::empty(shape, x.options());
-    kernels.direct_weight_grad(x, gy, grad_weight, g);
+    kernels.direct_weight_grad(x, gy, grad_weight, g, config);
     return grad_weight;
   }
-  const auto dtype = kernels.column_dtype(x.scalar_type());
-  const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+  const auto dtype = kernels.column_dtype(x.scalar_type(), config);
+  const ChunkPlan plan = plan_chunks(kernels, g, dtype, config);
   WeightGradSum sum(g, x, dtype, plan);
   for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
-    grad_output_columns(kernels, gy, c, cols);
+    grad_output_columns(kernels, gy, c, cols, config);
     sum.add(c, cols, lane);
   });
   return sum.result(shape);
+}
+
+}  // namespace
+
+at::Tensor conv_transpose_input_grad(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  return input_grad_with(kernels, config_snapshot(), grad_output, weight, input_size, stride,
+                         padding, dilation, groups);
+}
+
+at::Tensor conv_transpose_weight_grad(
+    const ElementwiseKernels& kernels,
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  return weight_grad_with(kernels, config_snapshot(), input, grad_output, kernel_size, stride,
+                          padding, dilation, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
@@ -549,6 +532,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups) {
+  const Config config = config_snapshot();
   const int64_t spatial_dims = spatial_dims_of(weight);
   const auto p = gradient_params(stride, padding, dilation, groups);
   const auto shapes = backward_shapes(grad_output, input, weight, p);
@@ -558,23 +542,23 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
   const at::Tensor x = batched(input, unbatched);
   const at::Tensor gy = batched(grad_output, unbatched);
   const Geometry g = make_geometry(x.sizes(), gy.sizes(), kernel_size, p);
-  if (x.numel() == 0 || gy.numel() == 0 || use_direct(g)) {
+  if (x.numel() == 0 || gy.numel() == 0 || use_direct(g, config)) {
     // Nothing to share: each gradient as its own op computes it.
     const auto input_size = input.sym_sizes().slice(input.dim() - spatial_dims);
-    return {conv_transpose_input_grad(kernels, grad_output, weight, input_size, stride, padding,
-                                      dilation, groups),
-            conv_transpose_weight_grad(kernels, input, grad_output, kernel_size, stride, padding,
-                                       dilation, groups)};
+    return {input_grad_with(kernels, config, grad_output, weight, input_size, stride, padding,
+                            dilation, groups),
+            weight_grad_with(kernels, config, input, grad_output, kernel_size, stride, padding,
+                             dilation, groups)};
   }
   const at::Tensor w = weight.contiguous();
-  const auto dtype = kernels.column_dtype(x.scalar_type());
+  const auto dtype = kernels.column_dtype(x.scalar_type(), config);
   at::Tensor grad_input = at::empty(x.sizes(), x.options());
   const at::Tensor w_g = weight_by_group(w, g, dtype);
-  const ChunkPlan plan = plan_chunks(kernels, g, dtype);
+  const ChunkPlan plan = plan_chunks(kernels, g, dtype, config);
   WeightGradSum weight_grad(g, x, dtype, plan);
   // One im2col of grad_output per chunk serves both gradient GEMMs.
   for_each_chunk(plan, g, dtype, x.options(), [&](const Chunk& c, at::Tensor cols, int64_t lane) {
-    grad_output_columns(kernels, gy, c, cols);
+    grad_output_columns(kernels, gy, c, cols, config);
     input_grad_of_chunk(w_g, c, cols, grad_input);
     weight_grad.add(c, cols, lane);
   });

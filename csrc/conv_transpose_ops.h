@@ -1,4 +1,4 @@
-// The three registered ops and their backend-independent algorithm.
+// The five registered ops and their backend-independent algorithm.
 //
 //   conv_transpose             forward: scatter (GEMM, then col2im)
 //   conv_transpose_input_grad  gather: im2col of grad_output, then GEMM
@@ -6,9 +6,9 @@
 //   conv_transpose_backward    both gradients over one im2col of grad_output
 //   conv_transpose_bias_grad   grad_output summed per channel
 //
-// They are the three faces of one trilinear form
+// They are faces of one trilinear form
 //   T(x, w, g) = <conv_transpose(x, w), g>,
-// so each one's backward is expressed through the other two (see
+// so each one's backward is expressed through the others (see
 // torch_tconv/_autograd.py) and gradients of every order work.
 //
 // This file orchestrates: validation, chunking of the batch to bound the
@@ -21,6 +21,7 @@
 
 #include <optional>
 
+#include "config.h"
 #include "kernels/conv_transpose_bodies.h"
 
 namespace torch_tconv {
@@ -29,38 +30,42 @@ using Geometry = ConvGeometry<int64_t>;
 
 // A backend's element-wise passes. Tensors are contiguous; `out`-style
 // arguments are written in full. Column buffers have the layout documented in
-// conv_transpose_bodies.h, in the dtype given by column_dtype.
+// conv_transpose_bodies.h, in the dtype given by column_dtype. `config` is
+// the calling op's snapshot (index width, CPU row or element bodies).
 struct ElementwiseKernels {
   // out (N, C_out, out...) = col2im(cols) + bias.
   void (*col2im)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-                 const at::Tensor& out, const Geometry& g);
+                 const at::Tensor& out, const Geometry& g, const Config& config);
   // Adds col2im(cols) of a window of one sample's input rows (g is the
   // window's geometry, see for_each_chunk) to out (1, C_out, out...), in the
   // op-math dtype, visiting only the output rows the window reaches (see
   // window_reach). Null where the backend does not split samples (then one
   // sample is the smallest chunk).
-  void (*col2im_window)(const at::Tensor& cols, const at::Tensor& out, const Geometry& g);
+  void (*col2im_window)(const at::Tensor& cols, const at::Tensor& out, const Geometry& g,
+                        const Config& config);
   // cols = im2col(grad_output (N, C_out, out...)).
   void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,
-                 const Geometry& g);
+                 const Geometry& g, const Config& config);
   // Direct path (no GEMM, no column buffer).
   void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,
-                         const at::Tensor& out, const Geometry& g);
+                         const at::Tensor& out, const Geometry& g, const Config& config);
   void (*direct_input_grad)(const at::Tensor& grad_output, const at::Tensor& weight,
-                            const at::Tensor& grad_input, const Geometry& g);
+                            const at::Tensor& grad_input, const Geometry& g,
+                            const Config& config);
   void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
-                             const at::Tensor& grad_weight, const Geometry& g);
+                             const at::Tensor& grad_weight, const Geometry& g,
+                             const Config& config);
   // out (C_out,) = grad_output (N, C_out, ...) summed per channel in the
   // op-math dtype. Null: ATen's sum does it.
   void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);
   // The dtype of the GEMM operands and column buffers for inputs of `dtype`:
   // the input dtype, whose GEMMs accumulate in float32 (cuBLAS, oneDNN), or
   // for float16/bfloat16 on a CPU without fast kernels for them, float32.
-  at::ScalarType (*column_dtype)(at::ScalarType dtype);
+  at::ScalarType (*column_dtype)(at::ScalarType dtype, const Config& config);
   // Preferred size of one chunk's column buffer: small enough on the CPU for
   // the GEMM's output to be read back from cache, large on the GPU where
-  // bigger GEMMs and fewer launches win. Capped by the global budget below.
+  // bigger GEMMs and fewer launches win. Capped by Config::column_budget_bytes.
   int64_t column_chunk_bytes;
   // Whether chunks that write disjoint outputs may run in parallel, one per
   // thread with serial GEMMs (the CPU), rather than one after another with
@@ -72,47 +77,12 @@ struct ElementwiseKernels {
   bool contiguous_forward_weight;
 };
 
-// Which algorithm the ops use. kAuto picks per problem; the others force a
-// path, so that tests can run every path on every configuration.
-enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2 };
-void set_algorithm(Algorithm algorithm);
-Algorithm get_algorithm();
-
-// Upper bound on the column workspace of one chunk, over every backend's
-// preference. The batch is processed in chunks of as many samples as fit; a
-// single sample larger than this still runs, alone. Settable so that tests can
-// force many chunks on small problems.
-constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
-void set_column_budget_bytes(int64_t bytes);
-int64_t get_column_budget_bytes();
-// Size of the column workspace the last GEMM-path call allocated (for tests
-// of the budget).
-int64_t last_column_workspace_bytes();
-
-// Launchers index in 32 bits when every tensor of the problem has fewer than
-// 2^31 elements (cheaper division on the GPU), else in 64 bits. Tests turn
-// the 32-bit choice off to run the 64-bit instantiations on small problems.
-void set_int32_indices_allowed(bool allowed);
-bool get_int32_indices_allowed();
-
-// Whether the CPU runs float16/bfloat16 GEMMs in their own dtype: kAuto
-// measures once per process whether they beat float32 GEMMs (they do by 3-7x
-// with AMX, and are 100x slower without oneDNN kernels for them); the others
-// force a path for tests.
-enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
-void set_cpu_reduced_precision_gemm(ReducedPrecisionGemm mode);
-ReducedPrecisionGemm get_cpu_reduced_precision_gemm();
-
-// CPU launchers run the row bodies (default) or the element bodies, which the
-// CUDA launchers run; tests compare the two.
-void set_cpu_row_kernels(bool enabled);
-bool get_cpu_row_kernels();
-
-// Calls f(geometry) with the geometry as a KernelGeometry in the index type
-// chosen above, its divisors computed for this launch.
+// Calls f(geometry) with the geometry as a KernelGeometry in 32-bit indices
+// where the config allows them and every tensor fits, else 64-bit, its
+// divisors computed for this launch.
 template <typename F>
-void dispatch_index_type(const Geometry& g, const F& f) {
-  if (get_int32_indices_allowed() && g.fits_int32()) {
+void dispatch_index_type(const Geometry& g, const Config& config, const F& f) {
+  if (config.int32_indices && g.fits_int32()) {
     f(KernelGeometry<int32_t>(g.template as<int32_t>()));
   } else {
     f(KernelGeometry<int64_t>(g));

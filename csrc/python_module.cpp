@@ -4,8 +4,8 @@
 // Python fake kernels and modules, so that no copy of it exists in Python.
 #include <torch/extension.h>
 
+#include "config.h"
 #include "conv_transpose_args.h"
-#include "conv_transpose_ops.h"
 
 namespace torch_tconv {
 namespace {
@@ -101,33 +101,44 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "Validates the fused backward's arguments and returns the shapes of both gradients.");
   m.def("bias_grad_shape", &tt::bias_grad_shape,
         "Validates the bias-gradient op's argument and returns its output shape.");
-  m.def(
-      "set_algorithm",
-      [](const std::string& name) {
-        tt::set_algorithm(tt::value_named(tt::kAlgorithmNames, name, "algorithm"));
-      },
-      "Forces the GEMM or the direct path for every op ('auto' restores the choice).");
-  m.def("set_column_budget_bytes", &tt::set_column_budget_bytes,
-        "Caps the column workspace of one chunk (default 128 MiB; the CPU prefers less).");
-  m.def("get_column_budget_bytes", &tt::get_column_budget_bytes);
-  m.def("last_column_workspace_bytes", &tt::last_column_workspace_bytes,
-        "Bytes of the column workspace that the last GEMM-path call allocated.");
-  m.def("set_int32_indices_allowed", &tt::set_int32_indices_allowed,
-        "Allows (default) or forbids 32-bit index arithmetic in the kernels.");
-  m.def("get_int32_indices_allowed", &tt::get_int32_indices_allowed);
-  m.def("set_cpu_row_kernels", &tt::set_cpu_row_kernels,
-        "CPU launchers run the row bodies (True, default) or the element bodies (False).");
-  m.def("get_cpu_row_kernels", &tt::get_cpu_row_kernels);
-  m.def(
-      "set_cpu_reduced_precision_gemm",
-      [](const std::string& mode) {
-        tt::set_cpu_reduced_precision_gemm(
-            tt::value_named(tt::kReducedPrecisionGemmNames, mode, "mode"));
-      },
-      "float16/bfloat16 GEMMs on the CPU in their own dtype ('always'), in float32 "
-      "('never'), or whichever is faster here ('auto', measured once).");
-  m.def("get_cpu_reduced_precision_gemm", []() {
-    return tt::name_of(tt::kReducedPrecisionGemmNames, tt::get_cpu_reduced_precision_gemm());
+  // The configuration, as torch_tconv.backends presents it: one dict read and
+  // written whole, so that a change of several settings is one change.
+  m.def("get_config", []() {
+    const tt::Config c = tt::config_snapshot();
+    py::dict d;
+    d["algorithm"] = tt::name_of(tt::kAlgorithmNames, c.algorithm);
+    d["column_budget_bytes"] = c.column_budget_bytes;
+    d["int32_indices"] = c.int32_indices;
+    d["cpu_row_kernels"] = c.cpu_row_kernels;
+    d["cpu_reduced_precision_gemm"] =
+        tt::name_of(tt::kReducedPrecisionGemmNames, c.cpu_reduced_precision_gemm);
+    return d;
   });
-  m.def("get_algorithm", []() { return tt::name_of(tt::kAlgorithmNames, tt::get_algorithm()); });
+  m.def(
+      "set_config",
+      [](const std::string& algorithm, int64_t column_budget_bytes, bool int32_indices,
+         bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm) {
+        TORCH_CHECK_VALUE(column_budget_bytes > 0,
+                          "column_budget_bytes must be positive, got ", column_budget_bytes);
+        tt::Config c;
+        c.algorithm = tt::value_named(tt::kAlgorithmNames, algorithm, "algorithm");
+        c.column_budget_bytes = column_budget_bytes;
+        c.int32_indices = int32_indices;
+        c.cpu_row_kernels = cpu_row_kernels;
+        c.cpu_reduced_precision_gemm = tt::value_named(
+            tt::kReducedPrecisionGemmNames, cpu_reduced_precision_gemm,
+            "cpu_reduced_precision_gemm");
+        tt::set_config(c);
+      },
+      py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),
+      py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"),
+      "Replaces the whole configuration (see torch_tconv.backends).");
+  m.def(
+      "set_machine_facts",
+      [](bool bfloat16_gemm_fast, bool float16_gemm_fast) {
+        tt::set_machine_facts({bfloat16_gemm_fast, float16_gemm_fast});
+      },
+      "Whether this CPU has AMX for bfloat16 and for float16 (set once, at import).");
+  m.def("last_column_workspace_bytes", &tt::last_column_workspace_bytes,
+        "Bytes of the column workspace that this thread's last GEMM-path call allocated.");
 }

@@ -41,6 +41,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def restored_backends():
+    """Every test starts from, and leaves, the configuration it found: tests
+    may set torch_tconv.backends' settings without restoring them."""
+    with torch_tconv.backends.flags():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def poisoned_allocations():
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
@@ -52,18 +60,16 @@ def poisoned_allocations():
 def algorithm(request):
     """Runs a test on each kernel path: the automatic choice, then each path
     forced, so the GEMM and the direct kernels are both checked everywhere."""
-    torch_tconv._C.set_algorithm(request.param)
-    yield request.param
-    torch_tconv._C.set_algorithm("auto")
+    with torch_tconv.backends.flags(algorithm=request.param):
+        yield request.param
 
 
 @pytest.fixture(params=["always", "never"])
 def reduced_precision_gemm(request):
     """Runs a float16/bfloat16 test with the CPU's GEMMs in that dtype, then in
     float32, whichever of the two this machine would pick by itself."""
-    torch_tconv._C.set_cpu_reduced_precision_gemm(request.param)
-    yield request.param
-    torch_tconv._C.set_cpu_reduced_precision_gemm("auto")
+    with torch_tconv.backends.flags(cpu_reduced_precision_gemm=request.param):
+        yield request.param
 
 
 def assert_close_to(actual, expected, dtype, what):

@@ -54,7 +54,7 @@ def column_bytes_per_outer_row(x, w, p, dtype):
     c_out = w.shape[1] * p["groups"]
     taps = w[0, 0].numel()
     column_dtype = dtype
-    if x.is_cpu and dtype == torch.bfloat16 and _C.get_cpu_reduced_precision_gemm() == "never":
+    if x.is_cpu and dtype == torch.bfloat16 and torch_tconv.backends.cpu_reduced_precision_gemm == "never":
         column_dtype = torch.float32
     element = torch.finfo(column_dtype).bits // 8
     return c_out * taps * x.shape[-1] * element
@@ -69,17 +69,9 @@ def budgets(x, w, p, dtype):
 
 
 @pytest.fixture
-def restore_budget():
-    previous = _C.get_column_budget_bytes()
-    yield
-    _C.set_column_budget_bytes(previous)
-
-
-@pytest.fixture
 def gemm_path():
-    _C.set_algorithm("gemm")
-    yield
-    _C.set_algorithm("auto")
+    with torch_tconv.backends.flags(algorithm="gemm"):
+        yield
 
 
 WINDOWED = sorted(set(CONFIGS) - {"depthwise", "depthwise_multiplier"}) + sorted(LAYERS)
@@ -89,14 +81,13 @@ WINDOWED = sorted(set(CONFIGS) - {"depthwise", "depthwise_multiplier"}) + sorted
 def backend(request):
     """The device to run on; on the CPU, with the row bodies or with the
     element bodies that the CUDA kernels run."""
-    _C.set_cpu_row_kernels(request.param != "cpu-elements")
-    yield request.param.split("-")[0]
-    _C.set_cpu_row_kernels(True)
+    with torch_tconv.backends.flags(cpu_row_kernels=request.param != "cpu-elements"):
+        yield request.param.split("-")[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(LAYERS))
-def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, restore_budget, gemm_path,
+def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, gemm_path,
                                                 reduced_precision_gemm):
     """Windows are added last first, so each output element gets its taps in
     the order of one col2im over the whole sample. The GEMM's own rounding
@@ -108,17 +99,17 @@ def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, restore_bu
     x, w, b, p = layer(name, dtype, one_input_channel_per_group=True, device=backend)
     whole = forward(x, w, b, p)
     for label, budget in budgets(x, w, p, dtype).items():
-        _C.set_column_budget_bytes(budget)
+        torch_tconv.backends.column_budget_bytes = budget
         windowed = forward(x, w, b, p)
         assert _C.last_column_workspace_bytes() <= max(budget, column_bytes_per_outer_row(x, w, p, dtype))
         assert torch.equal(windowed, whole), (label, (windowed - whole).abs().max())
         unbiased = forward(x, w, None, p)
-        _C.set_column_budget_bytes(1 << 40)
+        torch_tconv.backends.column_budget_bytes = 1 << 40
         assert torch.equal(unbiased, forward(x, w, None, p)), label
 
 
 @pytest.mark.parametrize("name", WINDOWED)
-def test_windows_match_the_oracle_with_gradients(name, backend, restore_budget):
+def test_windows_match_the_oracle_with_gradients(name, backend):
     x, w, b, p = layer(name, torch.float64, batch=3)
     reference = REFERENCE[w.dim() - 2]
     oracle_leaves = [t.requires_grad_() for t in (x, w, b)]
@@ -128,7 +119,7 @@ def test_windows_match_the_oracle_with_gradients(name, backend, restore_budget):
     leaves = [t.detach().to(backend).requires_grad_() for t in (x, w, b)]
     gy = gy.to(backend)
     for label, budget in budgets(x, w, p, torch.float64).items():
-        _C.set_column_budget_bytes(budget)
+        torch_tconv.backends.column_budget_bytes = budget
         out = forward(*leaves, p)
         assert_close_to(out, expected, torch.float64, f"output ({label})")
         got = torch.autograd.grad(out, leaves, gy)
@@ -136,11 +127,11 @@ def test_windows_match_the_oracle_with_gradients(name, backend, restore_budget):
             assert_close_to(g, e, torch.float64, f"{what} ({label})")
 
 
-def test_workspace_is_bounded_whatever_the_image_size(backend, restore_budget):
+def test_workspace_is_bounded_whatever_the_image_size(backend):
     """One sample whose columns are far over the budget runs in windows whose
     workspace stays within it."""
     budget = 256 << 10
-    _C.set_column_budget_bytes(budget)
+    torch_tconv.backends.column_budget_bytes = budget
     x = torch.randn(1, 4, 96, 80, device=backend)
     w = torch.randn(4, 8, 4, 4, device=backend)
     per_sample = 8 * 16 * 96 * 80 * 4

@@ -67,9 +67,8 @@ def test_grid(name, dtype, device, algorithm):
 def int64_indices():
     """Small problems normally index in 32 bits; this forces the 64-bit
     instantiations of the kernel bodies, which large tensors use."""
-    torch_tconv._C.set_int32_indices_allowed(False)
-    yield
-    torch_tconv._C.set_int32_indices_allowed(True)
+    with torch_tconv.backends.flags(int32_indices=False):
+        yield
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -133,10 +132,8 @@ def test_poisoning_is_active():
 def one_sample_per_chunk():
     """Shrinks the column workspace budget so that every sample is its own
     chunk: the chunked GEMM loop runs many times even on small problems."""
-    previous = torch_tconv._C.get_column_budget_bytes()
-    torch_tconv._C.set_column_budget_bytes(1)
-    yield
-    torch_tconv._C.set_column_budget_bytes(previous)
+    with torch_tconv.backends.flags(column_budget_bytes=1):
+        yield
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -165,11 +162,8 @@ def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm, reduced_pre
     x, w, b, params = make_case(name, 3, dtype, "cpu")
     results = []
     for rows in (True, False):
-        torch_tconv._C.set_cpu_row_kernels(rows)
-        try:
+        with torch_tconv.backends.flags(cpu_row_kernels=rows):
             results.append(forward_and_grads(x, w, b, params))
-        finally:
-            torch_tconv._C.set_cpu_row_kernels(True)
     for what, row, element in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
         assert torch.equal(row, element), what
 

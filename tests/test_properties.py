@@ -32,19 +32,13 @@ def test_matches_float64_oracle(layer, layouts, algorithm, int32_indices, elemen
     b = torch.randn(layer.out_channels, generator=g, dtype=torch.float64) if layer.bias else None
     leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
 
-    torch_tconv._C.set_algorithm(algorithm)
-    torch_tconv._C.set_int32_indices_allowed(int32_indices)
-    torch_tconv._C.set_cpu_row_kernels(not element_bodies)
-    try:
+    with torch_tconv.backends.flags(algorithm=algorithm, int32_indices=int32_indices,
+                                    cpu_row_kernels=not element_bodies):
         out = torch_tconv.conv_transpose2d(x, w, b, **layer.params())
         grad_output = with_layout(torch.randn(out.shape, generator=g, dtype=torch.float64), layouts[2])
         expected = oracle(x, w, b, grad_output, **layer.params())
         assert_close_to(out, expected[0], torch.float64, "output")
         grads = torch.autograd.grad(out, leaves, grad_output, allow_unused=True)
-    finally:
-        torch_tconv._C.set_algorithm("auto")
-        torch_tconv._C.set_int32_indices_allowed(True)
-        torch_tconv._C.set_cpu_row_kernels(True)
     for name, got, want in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected[1:]):
         if out.numel() == 0 and got is None:
             continue  # no path from an empty output to the leaf

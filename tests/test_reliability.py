@@ -100,13 +100,8 @@ def test_column_buffer_of_more_than_2_31_elements(device):
     width = 2**29 + 3
     x = torch.randn(1, 1, 1, width, dtype=torch.bfloat16)
     w = torch.randn(1, 1, 1, 4, dtype=torch.bfloat16)
-    torch_tconv._C.set_algorithm("gemm")
-    torch_tconv._C.set_cpu_reduced_precision_gemm("never")
-    try:
+    with torch_tconv.backends.flags(algorithm="gemm", cpu_reduced_precision_gemm="never"):
         out = torch_tconv.conv_transpose2d(x.to(device), w.to(device))
-    finally:
-        torch_tconv._C.set_algorithm("auto")
-        torch_tconv._C.set_cpu_reduced_precision_gemm("auto")
     assert out.shape == (1, 1, 1, width + 3)
     xs, ws = x[0, 0, 0].double(), w[0, 0, 0].double()
     column_value = (lambda p: p.to(torch.bfloat16).double()) if device == "cuda" else (lambda p: p)

@@ -9,6 +9,7 @@ Layout of the package:
   _fake         fake (meta) kernels of the ops, for torch.compile
   _autograd     the ops' backward and jvp formulas, written with the ops themselves
   _vmap         the ops' batching rules, for torch.func.vmap
+  backends      the kernels' settings (algorithm, workspace, ...) and flags()
   functional    conv_transpose2d
   modules       ConvTranspose2d
 """
@@ -25,6 +26,7 @@ except ImportError as error:  # pragma: no cover - depends on how it was install
         "run from outside the source tree, whose torch_tconv/ would shadow it."
     ) from error
 from . import _autograd, _fake, _vmap  # noqa: F401  (registers fake kernels, autograd, vmap)
+from . import backends  # noqa: F401
 from .functional import conv_transpose2d
 from .modules import ConvTranspose2d
 

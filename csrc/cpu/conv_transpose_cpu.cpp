@@ -4,11 +4,8 @@
 // count or schedule.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
-#include <chrono>
 #include <utility>
 #include <vector>
 
@@ -85,15 +82,15 @@ void with_columns(const at::Tensor& cols, const F& f) {
 }
 
 void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-                const at::Tensor& out, const Geometry& geometry) {
+                const at::Tensor& out, const Geometry& geometry, const Config& config) {
   TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     with_columns<scalar_t>(cols, [&](const auto* c) {
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
-      if (get_cpu_row_kernels()) {
+      if (config.cpu_row_kernels) {
         // Parallel over output planes (n, oc, o0), each a run of out1 rows.
         const auto ranges = inner_ranges_of(g);
         const int64_t rows = g.out_size[1];
@@ -124,15 +121,16 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
 }
 
 // out holds op-math values: dispatch on the columns' dtype.
-void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geometry& geometry) {
+void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geometry& geometry,
+                       const Config& config) {
   TORCH_TCONV_DISPATCH(cols.scalar_type(), "col2im_window_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* c = cols.const_data_ptr<scalar_t>();
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       const auto reach = window_reach(g);
-      if (!get_cpu_row_kernels()) {
+      if (!config.cpu_row_kernels) {
         for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
           col2im_window_element(c, y, g, reach, e);
         });
@@ -161,14 +159,15 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
   });
 }
 
-void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry) {
+void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry,
+                const Config& config) {
   TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "im2col_cpu", [&] {
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     with_columns<scalar_t>(cols, [&](auto* c) {
     using col_t = std::remove_pointer_t<decltype(c)>;
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
-      if (get_cpu_row_kernels()) {
+      if (config.cpu_row_kernels) {
         const int64_t length = g.in_size[2];
         const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
         const auto ranges = inner_ranges_of(g);
@@ -188,17 +187,17 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
 
 void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                        const Geometry& geometry) {
+                        const Geometry& geometry, const Config& config) {
   TORCH_TCONV_DISPATCH(out.scalar_type(), "direct_forward_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       const int64_t cost = g.taps() * g.in_channels_per_group;
-      if (get_cpu_row_kernels()) {
+      if (config.cpu_row_kernels) {
         const auto ranges = inner_ranges_of(g);
         for_each_scattered_row<index_t, opmath_t>(y, out.numel(), g, cost,
                                                   [&](index_t r, opmath_t* acc) {
@@ -214,16 +213,17 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 }
 
 void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
-                           const at::Tensor& grad_input, const Geometry& geometry) {
+                           const at::Tensor& grad_input, const Geometry& geometry,
+                           const Config& config) {
   TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "direct_input_grad_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       const int64_t cost = g.taps() * g.out_channels_per_group;
-      if (get_cpu_row_kernels()) {
+      if (config.cpu_row_kernels) {
         const int64_t length = g.in_size[2];
         const auto ranges = inner_ranges_of(g);
         for_each_row<index_t, opmath_t>(
@@ -242,16 +242,17 @@ void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weig
 }
 
 void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
-                            const at::Tensor& grad_weight, const Geometry& geometry) {
+                            const at::Tensor& grad_weight, const Geometry& geometry,
+                            const Config& config) {
   TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "direct_weight_grad_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       const index_t positions = g.batch * g.in_numel();
-      const bool rows = get_cpu_row_kernels();
+      const bool rows = config.cpu_row_kernels;
       for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
         gw[i] = static_cast<scalar_t>(
             rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
@@ -301,37 +302,14 @@ void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
   });
 }
 
-// Best of a few timed calls of at::mm(a, b), in seconds.
-double best_mm_seconds(const at::Tensor& a, const at::Tensor& b, int calls) {
-  double best = 1e30;
-  for (int i = 0; i < calls; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    at::mm(a, b);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
-}
-
-// Whether at::mm in `dtype` beats float32 on this machine and torch build.
-// A small product first, so that a very slow one costs little to detect; the
-// operands are constants so that the probe leaves torch's random state alone.
-bool reduced_precision_gemm_is_fast(at::ScalarType dtype) {
-  auto operands = [](int64_t m, int64_t k, int64_t n, at::ScalarType t) {
-    return std::make_pair(at::full({m, k}, 0.5, at::TensorOptions().dtype(t)),
-                          at::full({k, n}, 0.25, at::TensorOptions().dtype(t)));
-  };
-  auto seconds = [&](int64_t m, int64_t k, int64_t n, at::ScalarType t, int calls) {
-    const auto [a, b] = operands(m, k, n, t);
-    at::mm(a, b);  // warm-up
-    return best_mm_seconds(a, b, calls);
-  };
-  if (seconds(64, 64, 64, dtype, 3) > 10 * seconds(64, 64, 64, at::kFloat, 3)) return false;
-  return seconds(512, 512, 256, dtype, 3) < 0.75 * seconds(512, 512, 256, at::kFloat, 3);
-}
-
-at::ScalarType column_dtype_cpu(at::ScalarType dtype) {
+// float16/bfloat16 GEMMs in their own dtype where the processor has AMX for
+// that dtype: oneDNN's GEMMs then run 3x faster than in float32, while
+// without it they run at float32's speed or, without oneDNN kernels for the
+// dtype, up to 100x slower (bench/NOTES.md). A rule of the machine, not a
+// timing, so that the numerics of a call never depend on a measurement.
+at::ScalarType column_dtype_cpu(at::ScalarType dtype, const Config& config) {
   if (!at::isReducedFloatingType(dtype)) return dtype;
-  switch (get_cpu_reduced_precision_gemm()) {
+  switch (config.cpu_reduced_precision_gemm) {
     case ReducedPrecisionGemm::kAlways:
       return dtype;
     case ReducedPrecisionGemm::kNever:
@@ -339,9 +317,10 @@ at::ScalarType column_dtype_cpu(at::ScalarType dtype) {
     case ReducedPrecisionGemm::kAuto:
       break;
   }
-  static const bool bfloat16_fast = reduced_precision_gemm_is_fast(at::kBFloat16);
-  static const bool float16_fast = reduced_precision_gemm_is_fast(at::kHalf);
-  return (dtype == at::kBFloat16 ? bfloat16_fast : float16_fast) ? dtype : at::kFloat;
+  const MachineFacts facts = machine_facts();
+  return (dtype == at::kBFloat16 ? facts.bfloat16_gemm_fast : facts.float16_gemm_fast)
+             ? dtype
+             : at::kFloat;
 }
 
 const ElementwiseKernels& cpu_kernels() {

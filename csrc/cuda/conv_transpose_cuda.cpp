@@ -10,7 +10,7 @@ namespace torch_tconv {
 namespace {
 
 // cuBLAS accumulates float16/bfloat16 products in float32.
-at::ScalarType column_dtype_cuda(at::ScalarType dtype) {
+at::ScalarType column_dtype_cuda(at::ScalarType dtype, const Config&) {
   return dtype;
 }
 

@@ -115,11 +115,11 @@ __global__ void direct_weight_grad_kernel(const scalar_t* input, const scalar_t*
 }  // namespace
 
 void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-            const at::Tensor& out, const Geometry& geometry) {
+            const at::Tensor& out, const Geometry& geometry, const Config& config) {
   const int64_t numel = out.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cuda", [&] {
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       col2im_kernel<scalar_t, index_t>
           <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -130,9 +130,10 @@ void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
   });
 }
 
-void col2im_window(const at::Tensor& cols, const at::Tensor& out_sum, const Geometry& geometry) {
+void col2im_window(const at::Tensor& cols, const at::Tensor& out_sum, const Geometry& geometry,
+                   const Config& config) {
   TORCH_TCONV_DISPATCH(cols.scalar_type(), "col2im_window_cuda", [&] {
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       const auto reach = window_reach(g);
       if (reach.numel == 0) return;
@@ -145,11 +146,12 @@ void col2im_window(const at::Tensor& cols, const at::Tensor& out_sum, const Geom
   });
 }
 
-void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry) {
+void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry,
+            const Config& config) {
   const int64_t numel = cols.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(cols.scalar_type(), "im2col_cuda", [&] {
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       im2col_kernel<scalar_t, index_t>
           <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -162,11 +164,11 @@ void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometr
 
 void direct_forward(const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                    const Geometry& geometry) {
+                    const Geometry& geometry, const Config& config) {
   const int64_t numel = out.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(out.scalar_type(), "direct_forward_cuda", [&] {
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       direct_forward_kernel<scalar_t, index_t>
           <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -178,11 +180,12 @@ void direct_forward(const at::Tensor& input, const at::Tensor& weight,
 }
 
 void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
-                       const at::Tensor& grad_input, const Geometry& geometry) {
+                       const at::Tensor& grad_input, const Geometry& geometry,
+                       const Config& config) {
   const int64_t numel = grad_input.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "direct_input_grad_cuda", [&] {
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       direct_input_grad_kernel<scalar_t, index_t>
           <<<blocks_for(numel), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -194,11 +197,12 @@ void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
 }
 
 void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
-                        const at::Tensor& grad_weight, const Geometry& geometry) {
+                        const at::Tensor& grad_weight, const Geometry& geometry,
+                        const Config& config) {
   const int64_t numel = grad_weight.numel();
   if (numel == 0) return;
   TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "direct_weight_grad_cuda", [&] {
-    dispatch_index_type(geometry, [&](const auto& g) {
+    dispatch_index_type(geometry, config, [&](const auto& g) {
       using index_t = index_type<decltype(g)>;
       direct_weight_grad_kernel<scalar_t, index_t>
           <<<static_cast<int>(std::min<int64_t>(numel, kMaxBlocks)), kThreads, 0,

@@ -1,0 +1,59 @@
+// The settings a call runs with. The process holds one current Config
+// (torch_tconv.backends sets it from Python); each op takes one snapshot of
+// it when it starts and hands that snapshot to everything it runs, so a call
+// in flight keeps its settings when another thread changes them, and no
+// launcher reads a global.
+#pragma once
+
+#include <cstdint>
+
+namespace torch_tconv {
+
+// kAuto picks per problem (the direct kernels for one input channel per
+// group, else GEMM + col2im); the others force a path, so that tests can run
+// every path on every configuration.
+enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2 };
+
+// Whether the CPU runs float16/bfloat16 GEMMs, and so writes its column
+// buffers, in the input dtype: kAuto does where the processor has AMX for
+// that dtype (see MachineFacts), kAlways and kNever force it.
+enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
+
+// Default upper bound of one chunk's column workspace.
+constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
+
+struct Config {
+  Algorithm algorithm = Algorithm::kAuto;
+  // Upper bound on the column workspace of one chunk, over every backend's
+  // own preference; a sample over it runs in windows of its input rows
+  // where the backend can, else alone.
+  int64_t column_budget_bytes = kDefaultColumnBudgetBytes;
+  // Launchers index in 32 bits when every tensor has fewer than 2^31
+  // elements (cheaper division on the GPU); false forces 64 bits.
+  bool int32_indices = true;
+  // CPU launchers run the row bodies (true) or the element bodies that the
+  // CUDA launchers run (false); tests compare the two.
+  bool cpu_row_kernels = true;
+  ReducedPrecisionGemm cpu_reduced_precision_gemm = ReducedPrecisionGemm::kAuto;
+};
+
+// A copy of the current configuration, taken atomically with respect to
+// set_config: never half of one setting and half of another.
+Config config_snapshot();
+void set_config(const Config& config);
+
+// Facts about the machine that kAuto decides by, set once when torch_tconv
+// is imported (from torch's CPU capability report); until then false.
+struct MachineFacts {
+  bool bfloat16_gemm_fast = false;  // AMX with bfloat16
+  bool float16_gemm_fast = false;   // AMX with float16
+};
+MachineFacts machine_facts();
+void set_machine_facts(const MachineFacts& facts);
+
+// Bytes of the column workspace that this thread's last GEMM-path call
+// allocated (for tests of the budget).
+int64_t last_column_workspace_bytes();
+void record_column_workspace_bytes(int64_t bytes);
+
+}  // namespace torch_tconv

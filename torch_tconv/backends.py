@@ -1,0 +1,85 @@
+"""Settings of torch_tconv's kernels, in the manner of torch.backends.cudnn:
+
+    torch_tconv.backends.algorithm = "direct"
+    with torch_tconv.backends.flags(algorithm="gemm", column_budget_bytes=1 << 20):
+        ...  # restored on exit
+
+    algorithm                   "auto" (the direct kernels for one input channel
+                                per group, else GEMM + col2im), "gemm" or "direct"
+    column_budget_bytes         upper bound of one chunk's column workspace
+                                (default 128 MiB; the CPU's own preference is
+                                4 MiB); a sample over it runs in windows of rows
+    int32_indices               32-bit index arithmetic where every tensor has
+                                fewer than 2^31 elements (default True)
+    cpu_row_kernels             CPU launchers run row bodies (default True) or
+                                the element bodies that CUDA runs
+    cpu_reduced_precision_gemm  "auto": float16/bfloat16 GEMMs (and so column
+                                buffers) in their own dtype where the CPU has
+                                AMX for that dtype, else in float32;
+                                "always" or "never" force one
+
+The settings are process-wide. Each op takes one snapshot of all of them
+when it starts, so a call in flight keeps its settings when another thread
+changes them, and a change made by flags() (several settings at once) is
+seen whole or not at all.
+"""
+
+import contextlib
+import sys
+import types
+
+import torch
+
+from . import _C
+
+_NAMES = ("algorithm", "column_budget_bytes", "int32_indices", "cpu_row_kernels",
+          "cpu_reduced_precision_gemm")
+
+
+def _set(**changes):
+    unknown = set(changes) - set(_NAMES)
+    if unknown:
+        raise AttributeError(
+            f"torch_tconv.backends has no setting {sorted(unknown)[0]!r}; the settings are "
+            + ", ".join(_NAMES))
+    _C.set_config(**{**_C.get_config(), **changes})
+
+
+def _machine_facts():
+    """Whether this CPU has AMX for bfloat16 and for float16, from torch's
+    CPU capability report (False where this torch has none)."""
+    report = getattr(torch._C._cpu, "_get_cpu_capability", None)
+    capabilities = report() if report is not None else {}
+    if not isinstance(capabilities, dict):
+        capabilities = {}
+    return bool(capabilities.get("amx_bf16")), bool(capabilities.get("amx_fp16"))
+
+
+@contextlib.contextmanager
+def flags(**settings):
+    """Sets the given settings for the duration of the block, and restores
+    all of them on exit (also when the block raises)."""
+    previous = _C.get_config()
+    _set(**settings)
+    try:
+        yield
+    finally:
+        _C.set_config(**previous)
+
+
+def _property(name):
+    return property(lambda self: _C.get_config()[name],
+                    lambda self, value: _set(**{name: value}))
+
+
+class _BackendsModule(types.ModuleType):
+    """This module, with its settings as attributes that read and write the
+    current configuration."""
+
+
+for _name in _NAMES:
+    setattr(_BackendsModule, _name, _property(_name))
+
+
+_C.set_machine_facts(*_machine_facts())
+sys.modules[__name__].__class__ = _BackendsModule
