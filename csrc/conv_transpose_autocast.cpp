@@ -5,8 +5,6 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
-#include "conv_transpose_ops.h"
-
 namespace torch_tconv {
 namespace {
 

@@ -1,5 +1,6 @@
 // CPU launchers: at::parallel_for over disjoint output elements, each one
-// computed by a body from kernels/conv_transpose_bodies.h. Every element is
+// computed by a body from kernels/ (row bodies, or the element bodies that
+// CUDA runs). Every element is
 // written by exactly one iteration, so results do not depend on the thread
 // count or schedule.
 #include <ATen/OpMathType.h>
@@ -10,8 +11,9 @@
 #include <vector>
 
 
-#include "../conv_transpose_ops.h"
+#include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
+#include "../ops.h"
 
 namespace torch_tconv {
 namespace {
@@ -323,8 +325,8 @@ at::ScalarType column_dtype_cpu(at::ScalarType dtype, const Config& config) {
              : at::kFloat;
 }
 
-const ElementwiseKernels& cpu_kernels() {
-  static const ElementwiseKernels kernels{
+const Backend& cpu_backend() {
+  static const Backend backend{
       col2im_cpu,
       col2im_window_cpu,
       im2col_cpu,
@@ -337,13 +339,13 @@ const ElementwiseKernels& cpu_kernels() {
       /*parallel_chunks=*/true,
       /*contiguous_forward_weight=*/true,
   };
-  return kernels;
+  return backend;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_tconv, CPU, m) {
-  BackendOps<cpu_kernels>::register_impls(m);
+  BackendOps<cpu_backend>::register_impls(m);
 }
 
 }  // namespace torch_tconv

@@ -1,9 +1,9 @@
-// Registers the CUDA backend: the shared algorithm of conv_transpose_ops.cpp
+// Registers the CUDA backend: the shared algorithm of ops.cpp
 // with the CUDA launchers. GEMM operands keep the input dtype (cuBLAS
 // accumulates float16/bfloat16 products in float32).
 #include <torch/library.h>
 
-#include "../conv_transpose_ops.h"
+#include "../ops.h"
 #include "conv_transpose_cuda_kernels.h"
 
 namespace torch_tconv {
@@ -14,8 +14,8 @@ at::ScalarType column_dtype_cuda(at::ScalarType dtype, const Config&) {
   return dtype;
 }
 
-const ElementwiseKernels& cuda_kernels() {
-  static const ElementwiseKernels kernels{
+const Backend& cuda_backend() {
+  static const Backend backend{
       cuda::col2im,
       cuda::col2im_window,
       cuda::im2col,
@@ -28,13 +28,13 @@ const ElementwiseKernels& cuda_kernels() {
       /*parallel_chunks=*/false,
       /*contiguous_forward_weight=*/false,
   };
-  return kernels;
+  return backend;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_tconv, CUDA, m) {
-  BackendOps<cuda_kernels>::register_impls(m);
+  BackendOps<cuda_backend>::register_impls(m);
 }
 
 }  // namespace torch_tconv

@@ -1,5 +1,5 @@
 // CUDA launchers: thin grid-stride loops around the bodies of
-// kernels/conv_transpose_bodies.h, which the CPU launchers run too. All index
+// kernels/element_bodies.h, which the CPU launchers run too. All index
 // arithmetic is in those bodies, in 32 bits where the problem allows it
 // (dispatch_index_type), else in 64. No atomics: every output element
 // is written by one thread (or, for the direct weight gradient, reduced by one
@@ -13,6 +13,7 @@
 
 #include <algorithm>
 
+#include "../kernels/element_bodies.h"
 #include "../launcher_common.h"
 #include "conv_transpose_cuda_kernels.h"
 

@@ -6,14 +6,14 @@
 
 #include <optional>
 
-#include "../conv_transpose_ops.h"
+#include "../backend.h"
 
 namespace torch_tconv::cuda {
 
 void col2im(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
             const at::Tensor& out, const Geometry& g, const Config& config);
 // out_sum (1, C_out, out...) in the op-math dtype += col2im of a window of
-// one sample's input rows (see ElementwiseKernels::col2im_window).
+// one sample's input rows (see Backend::col2im_window).
 void col2im_window(const at::Tensor& cols, const at::Tensor& out_sum, const Geometry& g,
                    const Config& config);
 void im2col(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& g,

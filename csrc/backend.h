@@ -1,0 +1,80 @@
+// What a backend (cpu/, cuda/) gives the shared algorithm of ops.cpp: its
+// element-wise passes, all built on the bodies of kernels/, and the policies
+// that differ between devices (column dtype, chunk size, parallel chunks).
+// A new backend fills in one Backend and registers it with
+// BackendOps<its_backend>::register_impls (ops.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "config.h"
+#include "kernels/geometry.h"
+
+namespace torch_tconv {
+
+using Geometry = ConvGeometry<int64_t>;
+
+// Tensors are contiguous; `out`-style arguments are written in full. Column
+// buffers have the layout documented in kernels/element_bodies.h, in the
+// dtype given by column_dtype. `config` is the calling op's snapshot (index
+// width, CPU row or element bodies).
+struct Backend {
+  // out (N, C_out, out...) = col2im(cols) + bias.
+  void (*col2im)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+                 const at::Tensor& out, const Geometry& g, const Config& config);
+  // Adds col2im(cols) of a window of one sample's input rows (g is the
+  // window's geometry, see for_each_chunk) to out (1, C_out, out...), in the
+  // op-math dtype, visiting only the output rows the window reaches (see
+  // window_reach). Null where the backend does not split samples (then one
+  // sample is the smallest chunk).
+  void (*col2im_window)(const at::Tensor& cols, const at::Tensor& out, const Geometry& g,
+                        const Config& config);
+  // cols = im2col(grad_output (N, C_out, out...)).
+  void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,
+                 const Geometry& g, const Config& config);
+  // Direct path (no GEMM, no column buffer).
+  void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias,
+                         const at::Tensor& out, const Geometry& g, const Config& config);
+  void (*direct_input_grad)(const at::Tensor& grad_output, const at::Tensor& weight,
+                            const at::Tensor& grad_input, const Geometry& g,
+                            const Config& config);
+  void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
+                             const at::Tensor& grad_weight, const Geometry& g,
+                             const Config& config);
+  // out (C_out,) = grad_output (N, C_out, ...) summed per channel in the
+  // op-math dtype. Null: ATen's sum does it.
+  void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);
+  // The dtype of the GEMM operands and column buffers for inputs of `dtype`:
+  // the input dtype, whose GEMMs accumulate in float32 (cuBLAS, oneDNN), or
+  // for float16/bfloat16 on a CPU without fast kernels for them, float32.
+  at::ScalarType (*column_dtype)(at::ScalarType dtype, const Config& config);
+  // Preferred size of one chunk's column buffer: small enough on the CPU for
+  // the GEMM's output to be read back from cache, large on the GPU where
+  // bigger GEMMs and fewer launches win. Capped by Config::column_budget_bytes.
+  int64_t column_chunk_bytes;
+  // Whether chunks that write disjoint outputs may run in parallel, one per
+  // thread with serial GEMMs (the CPU), rather than one after another with
+  // parallel GEMMs and element passes (the GPU).
+  bool parallel_chunks;
+  // Whether the forward GEMM wants the transposed weight copied contiguous:
+  // oneDNN's bfloat16 GEMM runs 4x slower on a transposed view, while cuBLAS
+  // takes the transpose as a flag, and the copy would cost a kernel launch.
+  bool contiguous_forward_weight;
+};
+
+// Calls f(geometry) with the geometry as a KernelGeometry in 32-bit indices
+// where the config allows them and every tensor fits, else 64-bit, its
+// divisors computed for this launch.
+template <typename F>
+void dispatch_index_type(const Geometry& g, const Config& config, const F& f) {
+  if (config.int32_indices && g.fits_int32()) {
+    f(KernelGeometry<int32_t>(g.template as<int32_t>()));
+  } else {
+    f(KernelGeometry<int64_t>(g));
+  }
+}
+
+}  // namespace torch_tconv

@@ -1,0 +1,239 @@
+#include "ops.h"
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/core/DeviceGuard.h>
+
+#include "gemm.h"
+#include "plan.h"
+#include "problem.h"
+
+namespace torch_tconv {
+namespace {
+
+// im2col of the chunk's part of grad_output into its column buffer, which
+// both gradient GEMMs read.
+void grad_output_columns(const Backend& backend, const Plan& plan, const at::Tensor& grad_output,
+                         const Chunk& c, const at::Tensor& cols) {
+  backend.im2col(grad_output.narrow(0, c.n0, c.g.batch), cols, c.g, plan.config);
+}
+
+// A sample split into windows of input rows is summed window by window into
+// its output, last window first: each output element then receives its taps
+// in the same order as from one col2im over the whole sample (taps in
+// increasing order come from decreasing input rows), so the result is
+// bitwise the same. The partial sums stay in the op-math dtype.
+class WindowedOutput {
+ public:
+  WindowedOutput(const Backend& backend, const Plan& plan, const Geometry& g,
+                 const std::optional<at::Tensor>& bias)
+      : backend_(backend), plan_(plan), g_(g), bias_(bias) {}
+
+  void add(const Chunk& c, const at::Tensor& cols, const at::Tensor& out_sample) {
+    if (c.position_begin + c.g.in_numel() == g_.in_numel()) start(out_sample);
+    backend_.col2im_window(cols, target_, c.g, plan_.config);
+    if (c.position_begin == 0 && !target_.is_same(out_sample)) out_sample.copy_(target_);
+  }
+
+ private:
+  // At the sample's first window: the sums start from the bias.
+  void start(const at::Tensor& out_sample) {
+    const auto opmath = at::toOpMathType(out_sample.scalar_type());
+    if (out_sample.scalar_type() == opmath) {
+      target_ = out_sample;
+    } else {
+      if (!opmath_sums_.defined()) opmath_sums_ = at::empty_like(out_sample, opmath);
+      target_ = opmath_sums_;
+    }
+    if (bias_.has_value()) {
+      target_.view({1, g_.out_channels(), g_.out_numel()})
+          .copy_(bias_->view({1, -1, 1}).expand({1, g_.out_channels(), g_.out_numel()}));
+    } else {
+      target_.zero_();
+    }
+  }
+
+  const Backend& backend_;
+  const Plan& plan_;
+  const Geometry& g_;
+  const std::optional<at::Tensor>& bias_;
+  at::Tensor target_;
+  at::Tensor opmath_sums_;  // one sample's sums where the output dtype is narrower
+};
+
+at::Tensor run_forward(const Backend& backend, const Problem& problem, const Plan& plan,
+                       const at::Tensor& x, const at::Tensor& w,
+                       const std::optional<at::Tensor>& b) {
+  const Geometry& g = problem.geometry;
+  at::Tensor out = at::empty(problem.output_shape(), x.options());
+  if (out.numel() == 0) return out;
+  if (plan.direct) {
+    backend.direct_forward(x, w, b, out, g, plan.config);
+    return out;
+  }
+  const at::Tensor w_t = forward_weight(backend, w, g, plan.column_dtype);
+  WindowedOutput windowed(backend, plan, g, b);
+  for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
+    forward_columns(w_t, x, c, cols);
+    const at::Tensor out_chunk = out.narrow(0, c.n0, c.g.batch);
+    if (c.window) {
+      windowed.add(c, cols, out_chunk);
+    } else {
+      backend.col2im(cols, b, out_chunk, c.g, plan.config);
+    }
+  });
+  return out;
+}
+
+at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const Plan& plan,
+                          const at::Tensor& gy, const at::Tensor& w) {
+  const Geometry& g = problem.geometry;
+  at::Tensor grad_input = at::empty(problem.input_shape(), gy.options());
+  if (grad_input.numel() == 0) return grad_input;
+  if (plan.direct) {
+    backend.direct_input_grad(gy, w, grad_input, g, plan.config);
+    return grad_input;
+  }
+  const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);
+  for_each_chunk(plan, g, gy.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
+    grad_output_columns(backend, plan, gy, c, cols);
+    input_grad_of_chunk(w_g, c, cols, grad_input);
+  });
+  return grad_input;
+}
+
+at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const Plan& plan,
+                           const at::Tensor& x, const at::Tensor& gy) {
+  const Geometry& g = problem.geometry;
+  if (x.numel() == 0 || gy.numel() == 0) return at::zeros(problem.weight_shape(), x.options());
+  if (plan.direct) {
+    at::Tensor grad_weight = at::empty(problem.weight_shape(), x.options());
+    backend.direct_weight_grad(x, gy, grad_weight, g, plan.config);
+    return grad_weight;
+  }
+  WeightGradSum sum(g, x, plan);
+  for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t lane) {
+    grad_output_columns(backend, plan, gy, c, cols);
+    sum.add(c, cols, lane);
+  });
+  return sum.result(problem.weight_shape());
+}
+
+// Both gradients, one im2col of grad_output per chunk serving both GEMMs.
+std::tuple<at::Tensor, at::Tensor> run_backward(
+    const Backend& backend, const Problem& problem, const Plan& plan, const at::Tensor& gy,
+    const at::Tensor& x, const at::Tensor& w) {
+  if (x.numel() == 0 || gy.numel() == 0 || plan.direct) {
+    // Nothing to share: each gradient as its own op computes it.
+    return {run_input_grad(backend, problem, plan, gy, w),
+            run_weight_grad(backend, problem, plan, x, gy)};
+  }
+  const Geometry& g = problem.geometry;
+  at::Tensor grad_input = at::empty(problem.input_shape(), x.options());
+  const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);
+  WeightGradSum grad_weight(g, x, plan);
+  for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t lane) {
+    grad_output_columns(backend, plan, gy, c, cols);
+    input_grad_of_chunk(w_g, c, cols, grad_input);
+    grad_weight.add(c, cols, lane);
+  });
+  return {grad_input, grad_weight.result(problem.weight_shape())};
+}
+
+std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
+  if (!t.has_value() || !t->defined()) return std::nullopt;
+  return t->contiguous();
+}
+
+}  // namespace
+
+at::Tensor conv_transpose(
+    const Backend& backend,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef output_padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    at::OptionalSymIntArrayRef output_size) {
+  const Problem problem = describe_forward(input, weight, bias, stride, padding, output_padding,
+                                           dilation, groups, output_size);
+  const Plan plan = make_plan(backend, problem, config_snapshot(), input.scalar_type());
+  c10::OptionalDeviceGuard guard(input.device());
+  return problem.as_given(run_forward(backend, problem, plan, problem.batched(input),
+                                      weight.contiguous(), contiguous(bias)));
+}
+
+at::Tensor conv_transpose_input_grad(
+    const Backend& backend,
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const Problem problem =
+      describe_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups);
+  const Plan plan = make_plan(backend, problem, config_snapshot(), grad_output.scalar_type());
+  c10::OptionalDeviceGuard guard(grad_output.device());
+  return problem.as_given(run_input_grad(backend, problem, plan, problem.batched(grad_output),
+                                         weight.contiguous()));
+}
+
+at::Tensor conv_transpose_weight_grad(
+    const Backend& backend,
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const Problem problem =
+      describe_weight_grad(input, grad_output, kernel_size, stride, padding, dilation, groups);
+  const Plan plan = make_plan(backend, problem, config_snapshot(), input.scalar_type());
+  c10::OptionalDeviceGuard guard(input.device());
+  return run_weight_grad(backend, problem, plan, problem.batched(input),
+                         problem.batched(grad_output));
+}
+
+std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
+    const Backend& backend,
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  const Problem problem =
+      describe_backward(grad_output, input, weight, stride, padding, dilation, groups);
+  const Plan plan = make_plan(backend, problem, config_snapshot(), input.scalar_type());
+  c10::OptionalDeviceGuard guard(input.device());
+  auto [grad_input, grad_weight] =
+      run_backward(backend, problem, plan, problem.batched(grad_output), problem.batched(input),
+                   weight.contiguous());
+  return {problem.as_given(grad_input), grad_weight};
+}
+
+at::Tensor conv_transpose_bias_grad(const Backend& backend, const at::Tensor& grad_output) {
+  const auto shape = C10_AS_INTARRAYREF_SLOW(bias_grad_shape(grad_output)).vec();
+  c10::OptionalDeviceGuard guard(grad_output.device());
+  const at::Tensor gy = grad_output.contiguous();
+  at::Tensor out = at::empty(shape, gy.options());
+  if (backend.bias_grad != nullptr) {
+    backend.bias_grad(gy, out);
+  } else {
+    // ATen sums float16/bfloat16 in float32 and rounds once, into out: one
+    // kernel, where summing to a float32 tensor first took a copy more.
+    std::vector<int64_t> dims{0};
+    for (int64_t d = 2; d < gy.dim(); ++d) dims.push_back(d);
+    at::sum_out(out, gy, dims);
+  }
+  return out;
+}
+
+}  // namespace torch_tconv

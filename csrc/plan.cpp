@@ -1,0 +1,61 @@
+#include "plan.h"
+
+namespace torch_tconv {
+namespace {
+
+bool use_direct(const Geometry& g, const Config& config) {
+  switch (config.algorithm) {
+    case Algorithm::kGemm:
+      return false;
+    case Algorithm::kDirect:
+      return true;
+    case Algorithm::kAuto:
+      break;
+  }
+  // Depthwise-like layers: with one input channel per group the GEMM's inner
+  // dimension is 1, so the column buffer costs more than the arithmetic.
+  return g.in_channels_per_group == 1;
+}
+
+ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType dtype,
+                      const Config& config) {
+  const int64_t element = c10::elementSize(dtype);
+  const int64_t budget = std::min(config.column_budget_bytes, backend.column_chunk_bytes);
+  const int64_t per_sample = std::max<int64_t>(chunk_of(g, 1).col_numel() * element, 1);
+  const int64_t outer_rows = g.in_size[0] * g.in_size[1];
+  const int64_t per_row = std::max<int64_t>(per_sample / outer_rows, 1);
+  const int64_t threads = at::get_num_threads();
+  ChunkPlan plan{};
+  plan.windows = backend.col2im_window != nullptr && per_sample > budget && outer_rows > 1;
+  plan.lanes = 1;
+  if (plan.windows) {
+    plan.samples_per_chunk = 1;
+    plan.rows_per_window = std::max<int64_t>(budget / per_row, 1);
+    plan.buffer_elements = std::min(plan.rows_per_window, outer_rows) * per_row / element;
+  } else if (backend.parallel_chunks && threads > 1 && per_sample * threads <= budget &&
+             g.batch >= threads) {
+    plan.lanes = threads;
+    plan.samples_per_chunk = std::clamp<int64_t>(budget / threads / per_sample, 1,
+                                                 (g.batch + threads - 1) / threads);
+    plan.buffer_elements = plan.samples_per_chunk * per_sample / element;
+  } else {
+    plan.samples_per_chunk =
+        std::clamp<int64_t>(budget / per_sample, 1, std::max<int64_t>(g.batch, 1));
+    plan.buffer_elements = plan.samples_per_chunk * per_sample / element;
+  }
+  return plan;
+}
+
+}  // namespace
+
+Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
+               at::ScalarType dtype) {
+  Plan plan{config, use_direct(problem.geometry, config), dtype, {}};
+  if (!plan.direct) {
+    plan.column_dtype = backend.column_dtype(dtype, config);
+    plan.chunks = plan_chunks(backend, problem.geometry, plan.column_dtype, config);
+  }
+  return plan;
+}
+
+}  // namespace torch_tconv
