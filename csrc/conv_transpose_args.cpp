@@ -200,7 +200,8 @@ c10::SymInt check_weight(
   return weight.sym_size(1) * p.groups;
 }
 
-// See output_padding_for_size; `op` prefixes the messages.
+// See output_padding_for_size; `op` prefixes the messages. The caller has
+// checked the hyper-parameters.
 std::vector<c10::SymInt> implied_output_padding(
     const std::string& op,
     c10::SymIntArrayRef input_size,
@@ -208,7 +209,6 @@ std::vector<c10::SymInt> implied_output_padding(
     at::IntArrayRef kernel_size,
     const ConvTransposeParams& p) {
   const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
-  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
   TORCH_CHECK(all_positive(kernel_size), op,
                     ": kernel sizes must be positive, got kernel_size=", tuple_str(kernel_size));
   check_length(op, "output_size", output_size, spatial_dims);
@@ -262,8 +262,10 @@ std::vector<c10::SymInt> output_padding_for_size(
     c10::SymIntArrayRef output_size,
     at::IntArrayRef kernel_size,
     const ConvTransposeParams& p) {
-  return implied_output_padding(op_name(static_cast<int64_t>(kernel_size.size())), input_size,
-                                output_size, kernel_size, p);
+  const auto spatial_dims = static_cast<int64_t>(kernel_size.size());
+  const std::string op = op_name(spatial_dims);
+  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  return implied_output_padding(op, input_size, output_size, kernel_size, p);
 }
 
 int64_t spatial_dims_of(const at::Tensor& weight) {
@@ -337,14 +339,19 @@ std::vector<c10::SymInt> forward_output_shape(
   return shape;
 }
 
-std::vector<c10::SymInt> input_grad_shape(
+namespace {
+
+// The shape functions of the two gradients; check_hyper_params is false where
+// the caller (the fused backward) checked them once for both.
+std::vector<c10::SymInt> input_grad_shape_of(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
     c10::SymIntArrayRef input_size,
-    const ConvTransposeParams& p) {
+    const ConvTransposeParams& p,
+    bool check_hyper_params) {
   const int64_t spatial_dims = spatial_dims_of(weight);
   const std::string op = op_name(spatial_dims) + " input gradient";
-  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  if (check_hyper_params) check_params(op, p, spatial_dims, /*check_output_padding=*/false);
   TORCH_CHECK(grad_output.defined(), op, ": grad_output must be a tensor, got an undefined tensor");
   check_tensors_agree(op, {{"grad_output", &grad_output}, {"weight", &weight}});
   const bool unbatched = is_unbatched(op, "grad_output", grad_output, spatial_dims);
@@ -365,18 +372,19 @@ std::vector<c10::SymInt> input_grad_shape(
   return shape;
 }
 
-std::vector<c10::SymInt> weight_grad_shape(
+std::vector<c10::SymInt> weight_grad_shape_of(
     const at::Tensor& input,
     const at::Tensor& grad_output,
     at::IntArrayRef kernel_size,
-    const ConvTransposeParams& p) {
+    const ConvTransposeParams& p,
+    bool check_hyper_params) {
   const int64_t spatial_dims = static_cast<int64_t>(kernel_size.size());
   TORCH_CHECK(
       spatial_dims >= 1 && spatial_dims <= 3,
       "conv_transpose weight gradient: kernel_size must have 1, 2 or 3 values, got kernel_size=",
       tuple_str(kernel_size));
   const std::string op = op_name(spatial_dims) + " weight gradient";
-  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  if (check_hyper_params) check_params(op, p, spatial_dims, /*check_output_padding=*/false);
   TORCH_CHECK(all_positive(kernel_size), op,
                     ": kernel sizes must be positive, got kernel_size=", tuple_str(kernel_size));
   TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
@@ -402,6 +410,24 @@ std::vector<c10::SymInt> weight_grad_shape(
   return shape;
 }
 
+}  // namespace
+
+std::vector<c10::SymInt> input_grad_shape(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    c10::SymIntArrayRef input_size,
+    const ConvTransposeParams& p) {
+  return input_grad_shape_of(grad_output, weight, input_size, p, /*check_hyper_params=*/true);
+}
+
+std::vector<c10::SymInt> weight_grad_shape(
+    const at::Tensor& input,
+    const at::Tensor& grad_output,
+    at::IntArrayRef kernel_size,
+    const ConvTransposeParams& p) {
+  return weight_grad_shape_of(input, grad_output, kernel_size, p, /*check_hyper_params=*/true);
+}
+
 ConvTransposeParams gradient_params(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   return {stride.vec(), padding.vec(), std::vector<int64_t>(stride.size(), 0), dilation.vec(),
@@ -416,9 +442,11 @@ std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
   const int64_t spatial_dims = spatial_dims_of(weight);
   const std::string op = op_name(spatial_dims) + " backward";
   TORCH_CHECK(input.defined(), op, ": input must be a tensor, got an undefined tensor");
-  auto weight_shape = weight_grad_shape(input, grad_output,
-                                        concrete_kernel_size(weight, spatial_dims), p);
-  auto input_shape = input_grad_shape(grad_output, weight, spatial_sizes(input, spatial_dims), p);
+  check_params(op, p, spatial_dims, /*check_output_padding=*/false);
+  auto weight_shape = weight_grad_shape_of(input, grad_output,
+                                           concrete_kernel_size(weight, spatial_dims), p, false);
+  auto input_shape =
+      input_grad_shape_of(grad_output, weight, spatial_sizes(input, spatial_dims), p, false);
   TORCH_CHECK(
       weight_shape[0] == weight.sym_size(0),
       op, ": input has ", weight_shape[0], " channels but weight.shape[0] (C_in) is ",
