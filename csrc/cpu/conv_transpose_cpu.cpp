@@ -1,8 +1,7 @@
 // CPU launchers: at::parallel_for over disjoint output elements, each one
-// computed by a body from kernels/ (row bodies, or the element bodies that
-// CUDA runs). Every element is
-// written by exactly one iteration, so results do not depend on the thread
-// count or schedule.
+// computed by a body from kernels/ (the row bodies, or the element bodies
+// that CUDA runs). Every element is written by exactly one iteration, so
+// results do not depend on the thread count or schedule.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -72,117 +71,140 @@ std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g)
   return ranges;
 }
 
-// Calls f(data) with the column buffer's data typed as scalar_t or as
-// scalar_t's op-math type, whichever the buffer holds (see column_dtype_cpu).
-template <typename scalar_t, typename F>
-void with_columns(const at::Tensor& cols, const F& f) {
-  if (cols.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value) {
-    f(cols.data_ptr<scalar_t>());
-  } else {
-    f(cols.data_ptr<at::opmath_type<scalar_t>>());
-  }
+// Calls f(scalar_t(), g) with scalar_t the C++ type of `dtype` and g the
+// geometry in the index type the config allows: the one dispatch of every
+// launcher, so that each launcher's body is one lambda deep.
+template <typename F>
+void dispatch_launch(at::ScalarType dtype, const Geometry& geometry, const Config& config,
+                     const F& f) {
+  TORCH_TCONV_DISPATCH(dtype, "torch_tconv_cpu", [&] {
+    dispatch_index_type(geometry, config, [&](const auto& g) { f(scalar_t(), g); });
+  });
+}
+
+// dispatch_launch for passes over a column buffer, which holds scalar_t or
+// scalar_t's op-math type (see column_dtype_cpu): f(scalar_t(), cols, g)
+// with cols the buffer's data, typed accordingly.
+template <typename F>
+void dispatch_launch_with_columns(at::ScalarType dtype, const at::Tensor& cols,
+                                  const Geometry& geometry, const Config& config, const F& f) {
+  dispatch_launch(dtype, geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    if (cols.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value) {
+      f(tag, cols.data_ptr<scalar_t>(), g);
+    } else {
+      f(tag, cols.data_ptr<at::opmath_type<scalar_t>>(), g);
+    }
+  });
+}
+
+// Parallel over output planes (n, oc, o0), each a run of out1 rows.
+template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
+void col2im_rows(const col_t* c, const scalar_t* b, scalar_t* y, int64_t numel,
+                 const KernelGeometry<index_t>& g) {
+  const auto ranges = inner_ranges_of(g);
+  const int64_t rows = g.out_size[1];
+  const int64_t length = g.out_size[2];
+  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * rows * length));
+  at::parallel_for(0, numel / (rows * length), grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(int64_t(g.stride[2]) * phase_length(g));
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const index_t o0 = static_cast<index_t>(plane % g.out_size[0]);
+      const int64_t nc = plane / g.out_size[0];
+      const index_t oc = static_cast<index_t>(nc % g.out_channels());
+      const index_t n = static_cast<index_t>(nc / g.out_channels());
+      for (index_t o1 = 0; o1 < rows; ++o1) {
+        col2im_row(c, b, g, ranges.data(), n, oc, o0, o1, acc.data());
+        store_phase_major_row(g, acc.data(), y + (plane * rows + o1) * length);
+      }
+    }
+  });
 }
 
 void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
                 const at::Tensor& out, const Geometry& geometry, const Config& config) {
-  TORCH_TCONV_DISPATCH(out.scalar_type(), "col2im_cpu", [&] {
+  dispatch_launch_with_columns(out.scalar_type(), cols, geometry, config,
+                               [&](auto tag, const auto* c, const auto& g) {
+    using scalar_t = decltype(tag);
     using opmath_t = at::opmath_type<scalar_t>;
-    with_columns<scalar_t>(cols, [&](const auto* c) {
+    using index_t = index_type<decltype(g)>;
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      if (config.cpu_row_kernels) {
-        // Parallel over output planes (n, oc, o0), each a run of out1 rows.
-        const auto ranges = inner_ranges_of(g);
-        const int64_t rows = g.out_size[1];
-        const int64_t length = g.out_size[2];
-        const int64_t grain =
-            std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * rows * length));
-        at::parallel_for(0, out.numel() / (rows * length), grain, [&](int64_t begin, int64_t end) {
-          std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
-          for (int64_t plane = begin; plane < end; ++plane) {
-            const index_t o0 = static_cast<index_t>(plane % g.out_size[0]);
-            const int64_t nc = plane / g.out_size[0];
-            const index_t oc = static_cast<index_t>(nc % g.out_channels());
-            const index_t n = static_cast<index_t>(nc / g.out_channels());
-            for (index_t o1 = 0; o1 < rows; ++o1) {
-              col2im_row(c, b, g, ranges.data(), n, oc, o0, o1, acc.data());
-              store_phase_major_row(g, acc.data(), y + (plane * rows + o1) * length);
-            }
-          }
-        });
-        return;
-      }
-      for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
-        y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
-      });
+    if (config.cpu_row_kernels) {
+      col2im_rows<opmath_t>(c, b, y, out.numel(), g);
+      return;
+    }
+    for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
+      y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
     });
-    });
+  });
+}
+
+// Parallel over the (oc, outer row) rows the window reaches, each loaded,
+// added to and stored back.
+template <typename acc_t, typename col_t, typename index_t>
+void col2im_window_rows(const col_t* c, acc_t* y, int64_t channels,
+                        const KernelGeometry<index_t>& g, const WindowReach<index_t>& reach) {
+  const int64_t span = reach.span;
+  const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
+  const int64_t length = g.out_size[2];
+  const auto ranges = inner_ranges_of(g);
+  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
+  at::parallel_for(0, channels * span, grain, [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(int64_t(g.stride[2]) * phase_length(g));
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t oc = i / span;
+      const int64_t outer_row = reach.begin + i % span;
+      acc_t* dst = y + (oc * outer + outer_row) * length;
+      load_phase_major_row(g, dst, acc.data());
+      col2im_row_add(c, g, ranges.data(), index_t(0), static_cast<index_t>(oc),
+                     static_cast<index_t>(outer_row / g.out_size[1]),
+                     static_cast<index_t>(outer_row % g.out_size[1]), acc.data());
+      store_phase_major_row(g, acc.data(), dst);
+    }
   });
 }
 
 // out holds op-math values: dispatch on the columns' dtype.
 void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geometry& geometry,
                        const Config& config) {
-  TORCH_TCONV_DISPATCH(cols.scalar_type(), "col2im_window_cpu", [&] {
+  dispatch_launch(cols.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
     using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
     const scalar_t* c = cols.const_data_ptr<scalar_t>();
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      const auto reach = window_reach(g);
-      if (!config.cpu_row_kernels) {
-        for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
-          col2im_window_element(c, y, g, reach, e);
-        });
-        return;
-      }
-      if (reach.numel == 0) return;
-      const int64_t span = reach.span;
-      const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
-      const int64_t length = g.out_size[2];
-      const auto ranges = inner_ranges_of(g);
-      const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
-      at::parallel_for(0, out.size(0) * g.out_channels() * span, grain, [&](int64_t b, int64_t e) {
-        std::vector<opmath_t> acc(int64_t(g.stride[2]) * phase_length(g));
-        for (int64_t i = b; i < e; ++i) {
-          const int64_t oc = i / span;
-          const int64_t outer_row = reach.begin + i % span;
-          opmath_t* dst = y + (oc * outer + outer_row) * length;
-          load_phase_major_row(g, dst, acc.data());
-          col2im_row_add(c, g, ranges.data(), index_t(0), static_cast<index_t>(oc),
-                         static_cast<index_t>(outer_row / g.out_size[1]),
-                         static_cast<index_t>(outer_row % g.out_size[1]), acc.data());
-          store_phase_major_row(g, acc.data(), dst);
-        }
-      });
+    const auto reach = window_reach(g);
+    if (config.cpu_row_kernels) {
+      if (reach.numel > 0) col2im_window_rows(c, y, out.size(0) * g.out_channels(), g, reach);
+      return;
+    }
+    for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
+      col2im_window_element(c, y, g, reach, e);
     });
   });
 }
 
 void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry,
                 const Config& config) {
-  TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "im2col_cpu", [&] {
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    with_columns<scalar_t>(cols, [&](auto* c) {
+  dispatch_launch_with_columns(grad_output.scalar_type(), cols, geometry, config,
+                               [&](auto tag, auto* c, const auto& g) {
+    using scalar_t = decltype(tag);
     using col_t = std::remove_pointer_t<decltype(c)>;
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      if (config.cpu_row_kernels) {
-        const int64_t length = g.in_size[2];
-        const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
-        const auto ranges = inner_ranges_of(g);
-        at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
-          im2col_rows(gy, g, ranges.data(), static_cast<index_t>(begin),
-                      static_cast<index_t>(end), c + begin * length);
-        });
-        return;
-      }
-      for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
-        c[i] = static_cast<col_t>(im2col_element(gy, g, i));
+    using index_t = index_type<decltype(g)>;
+    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
+    if (config.cpu_row_kernels) {
+      const int64_t length = g.in_size[2];
+      const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
+      const auto ranges = inner_ranges_of(g);
+      at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
+        im2col_rows(gy, g, ranges.data(), static_cast<index_t>(begin), static_cast<index_t>(end),
+                    c + begin * length);
       });
-    });
+      return;
+    }
+    for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
+      c[i] = static_cast<col_t>(im2col_element(gy, g, i));
     });
   });
 }
@@ -190,26 +212,25 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
 void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const at::Tensor& out,
                         const Geometry& geometry, const Config& config) {
-  TORCH_TCONV_DISPATCH(out.scalar_type(), "direct_forward_cpu", [&] {
+  dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
     using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      const int64_t cost = g.taps() * g.in_channels_per_group;
-      if (config.cpu_row_kernels) {
-        const auto ranges = inner_ranges_of(g);
-        for_each_scattered_row<index_t, opmath_t>(y, out.numel(), g, cost,
-                                                  [&](index_t r, opmath_t* acc) {
-                                                    direct_forward_row(x, w, b, g, ranges.data(), r, acc);
-                                                  });
-        return;
-      }
-      for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
-        y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
+    const int64_t cost = g.taps() * g.in_channels_per_group;
+    if (config.cpu_row_kernels) {
+      const auto ranges = inner_ranges_of(g);
+      for_each_scattered_row<index_t, opmath_t>(y, out.numel(), g, cost,
+                                                [&](index_t r, opmath_t* acc) {
+        direct_forward_row(x, w, b, g, ranges.data(), r, acc);
       });
+      return;
+    }
+    for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
+      y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
     });
   });
 }
@@ -217,28 +238,25 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input, const Geometry& geometry,
                            const Config& config) {
-  TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "direct_input_grad_cpu", [&] {
+  dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
     using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      const int64_t cost = g.taps() * g.out_channels_per_group;
-      if (config.cpu_row_kernels) {
-        const int64_t length = g.in_size[2];
-        const auto ranges = inner_ranges_of(g);
-        for_each_row<index_t, opmath_t>(
-            gx, grad_input.numel() / length, length, length, cost,
-            [&](index_t r, opmath_t* acc) { direct_input_grad_row(gy, w, g, ranges.data(), r, acc); },
-            [&](const opmath_t* acc, scalar_t* dst) {
-              for (int64_t j = 0; j < length; ++j) dst[j] = static_cast<scalar_t>(acc[j]);
-            });
-        return;
-      }
-      for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {
-        gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
-      });
+    const int64_t cost = g.taps() * g.out_channels_per_group;
+    if (config.cpu_row_kernels) {
+      const int64_t length = g.in_size[2];
+      const auto ranges = inner_ranges_of(g);
+      for_each_row<index_t, opmath_t>(
+          gx, grad_input.numel() / length, length, length, cost,
+          [&](index_t r, opmath_t* acc) { direct_input_grad_row(gy, w, g, ranges.data(), r, acc); },
+          [&](const opmath_t* acc, scalar_t* dst) { copy_row(dst, acc, length, int64_t(1)); });
+      return;
+    }
+    for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {
+      gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
     });
   });
 }
@@ -246,21 +264,20 @@ void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weig
 void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
                             const at::Tensor& grad_weight, const Geometry& geometry,
                             const Config& config) {
-  TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "direct_weight_grad_cpu", [&] {
+  dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
     using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      const index_t positions = g.batch * g.in_numel();
-      const bool rows = config.cpu_row_kernels;
-      for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
-        gw[i] = static_cast<scalar_t>(
-            rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
-                 : direct_weight_grad_partial<opmath_t>(x, gy, g, i, index_t(0), positions,
-                                                        index_t(1)));
-      });
+    const index_t positions = g.batch * g.in_numel();
+    const bool rows = config.cpu_row_kernels;
+    for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
+      gw[i] = static_cast<scalar_t>(
+          rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
+               : direct_weight_grad_partial<opmath_t>(x, gy, g, i, index_t(0), positions,
+                                                      index_t(1)));
     });
   });
 }
