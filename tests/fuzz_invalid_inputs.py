@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import valid_layers
+from common_utils import valid_layers
 
 import torch_tconv
 
@@ -108,11 +108,11 @@ def inject_special(t):
 @st.composite
 def calls(draw):
     """A valid layer call, spoiled by up to three mutations (none at times)."""
-    layer = draw(valid_layers())
+    layer, batch, bias = draw(valid_layers())
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-    kwargs = dict(input=tensor(list(layer.input_shape()), dtype, False),
+    kwargs = dict(input=tensor(list(layer.input_shape(batch)), dtype, False),
                   weight=tensor(list(layer.weight_shape()), dtype, False), **layer.params())
-    if layer.bias:
+    if bias:
         kwargs["bias"] = tensor([layer.out_channels], dtype, False)
     for name in draw(st.lists(st.sampled_from(sorted(MUTATIONS)), max_size=3)):
         MUTATIONS[name](draw, kwargs)

@@ -10,43 +10,27 @@ import torch
 import torch.nn.functional as F
 
 import torch_tconv
-from conftest import assert_close_to
-from test_parity import CONFIGS, make_case
-from test_ranks import make
+from common_utils import REFERENCE, assert_close_to, forward_op, layer_names, make_case
 
 ops = torch.ops.torch_tconv
 _C = torch_tconv._C
 
-# (C_in, C_out, groups, input size, kernel, stride, padding, output_padding, dilation)
-LAYERS = {
-    "1d": (3, 4, 1, (9,), (3,), (2,), (1,), (1,), (1,)),
-    "3d": (2, 3, 1, (4, 5, 3), (2, 3, 2), (2, 1, 2), (1, 0, 0), (1, 0, 1), (1, 2, 1)),
-    "3d_strided_dilated": (3, 2, 1, (3, 4, 4), (3, 2, 3), (2, 3, 1), (2, 1, 1), (1, 2, 0), (2, 1, 2)),
-}
-REFERENCE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+# Layers of more than two spatial dims, or longer, for windows in 1-D and 3-D.
+OTHER_RANKS = ["1d_long", "3d_larger", "3d_strided_dilated"]
 
 
 def layer(name, dtype, batch=2, one_input_channel_per_group=False, device="cpu"):
-    """A layer of test_parity's CONFIGS or of LAYERS; optionally cut to one
-    input channel per group, which makes the GEMM a single product per entry
-    and so exact whatever its blocking."""
-    if name in CONFIGS:
-        x, w, b, p = make_case(name, batch, dtype, "cpu")
-        expand = lambda v: list(v) if isinstance(v, tuple) else [v] * (w.dim() - 2)  # noqa: E731
-        p = dict(stride=expand(p.get("stride", 1)), padding=expand(p.get("padding", 0)),
-                 output_padding=expand(p.get("output_padding", 0)),
-                 dilation=expand(p.get("dilation", 1)), groups=p["groups"])
-    else:
-        x, w, b, p = make(name, "cpu", dtype, layers=LAYERS, batch=batch, seed=5)
+    """A layer of the common table; optionally cut to one input channel per
+    group, which makes the GEMM a single product per entry and so exact
+    whatever its blocking."""
+    x, w, b, p = make_case(name, batch, dtype, "cpu", seed=5)
     if one_input_channel_per_group:
         per_group = x.shape[1] // p["groups"]
         x, w = x[:, ::per_group].contiguous(), w[::per_group].contiguous()
     return x.to(device), w.to(device), b.to(device), p
 
 
-def forward(x, w, b, p):
-    return ops.conv_transpose(x, w, b, p["stride"], p["padding"], p["output_padding"],
-                              p["dilation"], p["groups"])
+forward = forward_op
 
 
 def column_bytes_per_outer_row(x, w, p, dtype):
@@ -74,7 +58,7 @@ def gemm_path():
         yield
 
 
-WINDOWED = sorted(set(CONFIGS) - {"depthwise", "depthwise_multiplier"}) + sorted(LAYERS)
+WINDOWED = sorted(set(layer_names(2)) - {"depthwise", "depthwise_multiplier"}) + OTHER_RANKS
 
 
 @pytest.fixture(params=["cpu-rows", "cpu-elements", pytest.param("cuda", marks=pytest.mark.cuda)])
@@ -86,7 +70,7 @@ def backend(request):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(LAYERS))
+@pytest.mark.parametrize("name", layer_names(2) + OTHER_RANKS)
 def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, gemm_path,
                                                 reduced_precision_gemm):
     """Windows are added last first, so each output element gets its taps in

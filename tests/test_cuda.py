@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_tconv
-from conftest import TOLERANCE, oracle
-from test_parity import CONFIGS, make_case
+from common_utils import TOLERANCE, layer_names, make_case, oracle
 
 pytestmark = pytest.mark.cuda
 
@@ -16,7 +15,7 @@ def relative_error(actual, expected):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", layer_names(2))
 def test_parity_with_cudnn(name, dtype, algorithm):
     """Ours and cuDNN against the float64 oracle: ours must be within the
     dtype's tolerance, and no less accurate than cuDNN (with slack)."""

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import torch_tconv
-from conftest import DEVICES
-from test_parity import make_case
+from common_utils import DEVICES, make_case
 
 
 def forward_backward(x, w, b, params, grad_output):

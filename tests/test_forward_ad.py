@@ -12,27 +12,22 @@ import torch.nn.functional as F
 from torch.func import grad, jacfwd, jvp, linearize
 
 import torch_tconv
+from common_utils import make_case, op_params
 
 ops = torch.ops.torch_tconv
 
-# (input shape, weight shape, params): batched and unbatched, grouped and
-# dilated with output padding, and depthwise (the direct kernels).
-LAYERS = {
-    "grouped_dilated": ((2, 4, 3, 4), (4, 3, 3, 2),
-                        dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2,
-                             dilation=(1, 2))),
-    "unbatched_k4s2": ((3, 4, 3), (3, 2, 4, 4), dict(stride=2, padding=1)),
-    "depthwise": ((2, 3, 4, 4), (3, 1, 3, 3), dict(stride=2, groups=3)),
+# name -> (a layer of the common table, batch size; None: unbatched input):
+# grouped with output padding, unbatched, and depthwise (the direct kernels).
+CASES = {
+    "grouped": ("grouped", 2),
+    "unbatched_k4s2": ("dcgan_k4s2p1", None),
+    "depthwise": ("depthwise", 2),
 }
 
 
 def make_layer(name, seed=0):
-    input_shape, weight_shape, params = LAYERS[name]
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(input_shape, generator=g, dtype=torch.float64)
-    w = torch.randn(weight_shape, generator=g, dtype=torch.float64)
-    b = torch.randn(weight_shape[1] * params.get("groups", 1), generator=g, dtype=torch.float64)
-    return x, w, b, params
+    layer, batch = CASES[name]
+    return make_case(layer, batch, torch.float64, "cpu", seed=seed)
 
 
 def tangent_sets(primals):
@@ -44,7 +39,7 @@ def tangent_sets(primals):
                             for i, p in enumerate(primals))
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_func_jvp_every_tangent_combination(name):
     x, w, b, params = make_layer(name)
     ours = lambda x, w, b: torch_tconv.conv_transpose2d(x, w, b, **params)  # noqa: E731
@@ -57,7 +52,7 @@ def test_func_jvp_every_tangent_combination(name):
         assert tangent.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_dual_tensors(name, requires_grad):
     """forward_ad's dual tensors, with and without arguments that also
@@ -76,7 +71,7 @@ def test_dual_tensors(name, requires_grad):
             torch.testing.assert_close(tangent, expected, msg=lambda m: f"{subset}: {m}")
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_jacfwd_and_linearize(name):
     x, w, b, params = make_layer(name)
     ours = lambda x, w, b: torch_tconv.conv_transpose2d(x, w, b, **params)  # noqa: E731
@@ -94,9 +89,7 @@ def gradient_op_cases(name):
     """(op, arguments, reference): each gradient op beside the same map built
     from F.conv_transpose2d's vjp."""
     x, w, _, params = make_layer(name)
-    p = {k: list(v) if isinstance(v, tuple) else [v] * 2 for k, v in params.items() if k != "groups"}
-    stride, padding = p.get("stride", [1, 1]), p.get("padding", [0, 0])
-    dilation, groups = p.get("dilation", [1, 1]), params.get("groups", 1)
+    stride, padding, _, dilation, groups = op_params(params)
     forward = lambda x, w: F.conv_transpose2d(x, w, None, **params)  # noqa: E731
     g = torch.randn_like(forward(x, w))
     common = (stride, padding, dilation, groups)
@@ -113,7 +106,7 @@ def gradient_op_cases(name):
     ]
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_gradient_ops_jvp(name):
     """The jvp of each gradient op, with tangents on every combination of its
     arguments, through torch.func.jvp and through dual tensors."""
@@ -136,7 +129,7 @@ def test_gradient_ops_jvp(name):
                     torch.testing.assert_close(d, expected)
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_hessian_vector_products(name):
     """Forward-over-reverse (jvp of grad, and forward_ad over
     autograd.grad) and reverse-over-forward (grad of jvp), for each argument."""

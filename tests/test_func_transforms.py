@@ -12,20 +12,18 @@ from torch.func import grad, hessian, jacfwd, jacrev, vjp, vmap
 from torch.profiler import ProfilerActivity, profile
 
 import torch_tconv
+from common_utils import make_case, op_params
 
 ops = torch.ops.torch_tconv
 
-PARAMS = dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2, dilation=(1, 2))
 VMAP_SIZE = 3
 
 
-def layer(unbatched=False, groups=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    shape = (4, 3, 4) if unbatched else (2, 4, 3, 4)
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    w = torch.randn(4, 6 // groups, 3, 2, generator=g, dtype=torch.float64)
-    b = torch.randn(6, generator=g, dtype=torch.float64)
-    return x, w, b, dict(PARAMS, groups=groups)
+def layer(unbatched=False, groups=2):
+    """A layer of the common table with one or two groups, strides and
+    dilations of their own per dim, and output padding."""
+    name = "grouped" if groups == 2 else "nonsquare_all"
+    return make_case(name, None if unbatched else 2, torch.float64, "cpu")
 
 
 def ours(params):
@@ -130,8 +128,8 @@ def test_vmap_forward_every_argument(unbatched, groups):
 def gradient_ops(x, w, params):
     """Each gradient op beside the same map built from F.conv_transpose2d's vjp."""
     forward = lambda x, w: F.conv_transpose2d(x, w, None, **params)  # noqa: E731
-    p = {k: list(v) if isinstance(v, tuple) else [v] * 2 for k, v in params.items() if k != "groups"}
-    common = (p["stride"], p["padding"], p["dilation"], params["groups"])
+    stride, padding, _, dilation, groups = op_params(params)
+    common = (stride, padding, dilation, groups)
     return {
         "input_grad": (lambda g, w: ops.conv_transpose_input_grad(g, w, list(x.shape[-2:]), *common),
                        lambda g, w: vjp(lambda x: forward(x, w), x)[1](g)[0], ("g", "w")),

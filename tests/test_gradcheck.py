@@ -7,10 +7,9 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import torch_tconv
-from conftest import DEVICES
-from test_parity import CONFIGS, make_case
+from common_utils import DEVICES, layer_names, make_case
 
-GRADCHECK_CONFIGS = sorted(CONFIGS)
+GRADCHECK_CONFIGS = layer_names(2)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 import torch_tconv
-from conftest import DEVICES
+from common_utils import DEVICES
 
-LAYERS = [
+MODULE_KWARGS = [
     dict(in_channels=4, out_channels=6, kernel_size=3),
     dict(in_channels=4, out_channels=6, kernel_size=(4, 2), stride=(2, 1), padding=(1, 0),
          output_padding=(1, 0), groups=2, bias=False, dilation=(1, 2)),
@@ -15,7 +15,7 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs", LAYERS)
+@pytest.mark.parametrize("kwargs", MODULE_KWARGS)
 def test_same_parameters_init_and_repr(kwargs):
     torch.manual_seed(7)
     ours = torch_tconv.ConvTranspose2d(**kwargs)
@@ -29,7 +29,7 @@ def test_same_parameters_init_and_repr(kwargs):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kwargs", LAYERS)
+@pytest.mark.parametrize("kwargs", MODULE_KWARGS)
 def test_state_dict_round_trip(kwargs, device):
     ours = torch_tconv.ConvTranspose2d(**kwargs, device=device, dtype=torch.float64)
     theirs = nn.ConvTranspose2d(**kwargs, device=device, dtype=torch.float64)

@@ -5,39 +5,11 @@ import pytest
 import torch
 
 import torch_tconv
-from conftest import DEVICES, assert_close_to, oracle
+from common_utils import DEVICES, assert_close_to, layer_names, make_case, oracle
 
 ops = torch.ops.torch_tconv
 
-# (C_in, C_out, groups, (H, W), kernel, params): every hyper-parameter of the
-# op, non-square kernels and strides, overlap, gaps, cropping, dilation.
-CONFIGS = {
-    "k3s1": (4, 3, 1, (5, 6), (3, 3), dict()),
-    "dcgan_k4s2p1": (4, 6, 1, (4, 5), (4, 4), dict(stride=2, padding=1)),
-    "decoder_k3s2p1op1": (3, 5, 1, (5, 4), (3, 3), dict(stride=2, padding=1, output_padding=1)),
-    "unet_k2s2": (5, 3, 1, (3, 4), (2, 2), dict(stride=2)),
-    "nonsquare_all": (3, 4, 1, (4, 5), (2, 3),
-                      dict(stride=(3, 1), padding=(1, 0), output_padding=(2, 0), dilation=(1, 2))),
-    "dilated_op_ge_stride": (2, 3, 1, (4, 4), (3, 2),
-                             dict(stride=1, padding=(2, 1), output_padding=(1, 2), dilation=(2, 3))),
-    "grouped": (4, 6, 2, (4, 3), (3, 3), dict(stride=2, padding=1, output_padding=1)),
-    "depthwise": (4, 4, 4, (5, 5), (4, 4), dict(stride=2, padding=1)),
-    "depthwise_multiplier": (3, 6, 3, (4, 5), (3, 2), dict(stride=(2, 1), padding=(0, 1))),
-    "crop_k5s2p3": (2, 2, 1, (5, 6), (5, 5), dict(stride=2, padding=3)),
-    "pointwise_k1": (3, 4, 1, (3, 3), (1, 1), dict()),
-    "gaps_k2s3": (2, 3, 1, (3, 4), (2, 2), dict(stride=3, output_padding=2)),
-    "single_output_channel": (5, 1, 1, (3, 3), (3, 3), dict(stride=2)),
-}
-
-
-def make_case(name, batch, dtype, device, bias=True, generator_seed=0):
-    c_in, c_out, groups, (h, w), (kh, kw), params = CONFIGS[name]
-    g = torch.Generator().manual_seed(generator_seed)
-    shape = (c_in, h, w) if batch is None else (batch, c_in, h, w)
-    x = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
-    wt = torch.randn(c_in, c_out // groups, kh, kw, generator=g, dtype=torch.float64).to(device, dtype)
-    b = torch.randn(c_out, generator=g, dtype=torch.float64).to(device, dtype) if bias else None
-    return x, wt, b, dict(params, groups=groups)
+LAYERS_2D = layer_names(2)
 
 
 def check_against_oracle(x, w, b, params, dtype):
@@ -57,7 +29,7 @@ def check_against_oracle(x, w, b, params, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", LAYERS_2D)
 def test_grid(name, dtype, device, algorithm):
     x, w, b, params = make_case(name, 3, dtype, device)
     check_against_oracle(x, w, b, params, dtype)
@@ -72,7 +44,7 @@ def int64_indices():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", LAYERS_2D)
 def test_grid_with_64bit_indices(name, device, algorithm, int64_indices):
     x, w, b, params = make_case(name, 3, torch.float64, device)
     check_against_oracle(x, w, b, params, torch.float64)
@@ -154,7 +126,7 @@ def forward_and_grads(x, w, b, params, grad_output=None):
 
 @pytest.mark.parametrize("algorithm", ["gemm", "direct"], indirect=True)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", LAYERS_2D)
 def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm, reduced_precision_gemm):
     """The CPU runs the row bodies; the CUDA kernels run the element bodies.
     Both add the same terms in the same order, so they must agree bit for bit,
@@ -170,7 +142,7 @@ def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm, reduced_pre
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", LAYERS_2D)
 def test_fused_backward_equals_the_two_gradient_ops(name, dtype, device, algorithm,
                                                     reduced_precision_gemm):
     """conv_transpose_backward shares one im2col between both gradients; it

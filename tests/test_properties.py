@@ -7,8 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import torch_tconv
-from conftest import assert_close_to, oracle
-from strategies import LAYOUTS, valid_layers, with_layout
+from common_utils import LAYOUTS, assert_close_to, oracle, valid_layers, with_layout
 
 PROPERTY_SETTINGS = settings(
     max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -16,20 +15,22 @@ PROPERTY_SETTINGS = settings(
 
 @PROPERTY_SETTINGS
 @given(
-    layer=valid_layers(),
+    drawn=valid_layers(),
     layouts=st.tuples(*[st.sampled_from(LAYOUTS)] * 3),
     algorithm=st.sampled_from(["auto", "gemm", "direct"]),
     int32_indices=st.booleans(),
     element_bodies=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_matches_float64_oracle(layer, layouts, algorithm, int32_indices, element_bodies, seed):
+def test_matches_float64_oracle(drawn, layouts, algorithm, int32_indices, element_bodies, seed):
     """element_bodies runs the CPU launchers on the bodies the CUDA kernels
     run, so random geometries check the GPU's index arithmetic too."""
+    layer, batch, bias = drawn
     g = torch.Generator().manual_seed(seed)
-    x = with_layout(torch.randn(layer.input_shape(), generator=g, dtype=torch.float64), layouts[0])
+    x = with_layout(torch.randn(layer.input_shape(batch), generator=g, dtype=torch.float64),
+                    layouts[0])
     w = with_layout(torch.randn(layer.weight_shape(), generator=g, dtype=torch.float64), layouts[1])
-    b = torch.randn(layer.out_channels, generator=g, dtype=torch.float64) if layer.bias else None
+    b = torch.randn(layer.out_channels, generator=g, dtype=torch.float64) if bias else None
     leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
 
     with torch_tconv.backends.flags(algorithm=algorithm, int32_indices=int32_indices,

@@ -8,14 +8,9 @@ import torch
 from torch.library import opcheck
 
 import torch_tconv
-from conftest import DEVICES
-from test_parity import make_case
+from common_utils import DEVICES, make_case, op_params
 
 ops = torch.ops.torch_tconv
-
-
-def pair(value):
-    return list(value) if isinstance(value, tuple) else [value, value]
 
 
 def op_samples(device):
@@ -24,10 +19,7 @@ def op_samples(device):
     for name, batch in (("decoder_k3s2p1op1", 2), ("nonsquare_all", None),
                         ("grouped", 1), ("dilated_op_ge_stride", 2), ("depthwise", 2)):
         x, w, b, p = make_case(name, batch, torch.float32, device)
-        stride, padding, output_padding, dilation = (
-            pair(p.get(key, default))
-            for key, default in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1)))
-        groups = p["groups"]
+        stride, padding, output_padding, dilation, groups = op_params(p)
         out = ops.conv_transpose(x, w, b, stride, padding, output_padding, dilation, groups)
         gy = torch.randn_like(out)
         spatial = list(x.shape[-2:])

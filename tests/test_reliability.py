@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torch_tconv
-from conftest import DEVICES
-from test_parity import make_case
+from common_utils import DEVICES, make_case
 
 ops = torch.ops.torch_tconv
 
@@ -147,7 +146,7 @@ def test_no_memory_growth_over_2000_steps():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_concurrent_calls_match_serial_calls(device):
-    cases = [make_case(name, 3, torch.float32, device, generator_seed=i)
+    cases = [make_case(name, 3, torch.float32, device, seed=i)
              for i, name in enumerate(["dcgan_k4s2p1", "grouped", "depthwise", "nonsquare_all"])]
 
     def compute(case):
