@@ -18,7 +18,7 @@
 
 namespace torch_tconv {
 
-// Hyper-parameters shared by all three ops. One entry per spatial dim.
+// Hyper-parameters shared by all five ops. One entry per spatial dim.
 struct ConvTransposeParams {
   std::vector<int64_t> stride;
   std::vector<int64_t> padding;
