@@ -323,10 +323,10 @@ void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
 }
 
 // float16/bfloat16 GEMMs in their own dtype where the processor has AMX for
-// that dtype: oneDNN's GEMMs then run 3x faster than in float32, while
-// without it they run at float32's speed or, without oneDNN kernels for the
-// dtype, up to 100x slower (bench/NOTES.md). A rule of the machine, not a
-// timing, so that the numerics of a call never depend on a measurement.
+// that dtype, where oneDNN's GEMMs outrun float32 ones (bench/NOTES.md has
+// the figures); elsewhere they run at float32's speed or far slower. A rule
+// of the machine, not a timing, so that the numerics of a call never depend
+// on a measurement.
 at::ScalarType column_dtype_cpu(at::ScalarType dtype, const Config& config) {
   if (!at::isReducedFloatingType(dtype)) return dtype;
   switch (config.cpu_reduced_precision_gemm) {
