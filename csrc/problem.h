@@ -1,4 +1,4 @@
-// A call, described once: its arguments validated (conv_transpose_args.h,
+// A call, described once: its arguments validated (validation.h,
 // the one place for validation and shape arithmetic), and what the rest of
 // the call needs to know about it, in one Problem. Each op describes its
 // call first, then plans it (plan.h), then runs it (ops.cpp).
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "backend.h"
-#include "conv_transpose_args.h"
+#include "validation.h"
 
 namespace torch_tconv {
 

@@ -1,11 +1,11 @@
 // The extension module torch_tconv._C. Importing it registers the ops (their
 // TORCH_LIBRARY blocks live in the other translation units of the library)
-// and exposes the shared shape arithmetic of conv_transpose_args.h to the
+// and exposes the shared shape arithmetic of validation.h to the
 // Python fake kernels and modules, so that no copy of it exists in Python.
 #include <torch/extension.h>
 
 #include "config.h"
-#include "conv_transpose_args.h"
+#include "validation.h"
 
 namespace torch_tconv {
 namespace {

@@ -1,6 +1,6 @@
 // The five ops of the torch_tconv library, as the dispatcher knows them.
 // Their implementations: ops.h (the algorithm), cpu/ and cuda/ (the
-// backends), conv_transpose_autocast.cpp, and torch_tconv/_autograd.py,
+// backends), autocast.cpp, and torch_tconv/_autograd.py,
 // _fake.py and _vmap.py (autograd, fake kernels, batching rules).
 #include <torch/library.h>
 

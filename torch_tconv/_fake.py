@@ -1,7 +1,7 @@
 """Fake (meta) kernels: output shapes without computing, for torch.compile.
 
 The shapes and the argument checks come from the same C++ functions that the
-real kernels call (csrc/conv_transpose_args.cpp), so a bad argument fails at
+real kernels call (csrc/validation.cpp), so a bad argument fails at
 trace time with the same message as in eager mode.
 """
 

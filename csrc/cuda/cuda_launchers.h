@@ -1,5 +1,5 @@
-// CUDA launchers of the element-wise passes (conv_transpose_cuda_kernels.cu),
-// registered for the CUDA dispatch key in conv_transpose_cuda.cpp.
+// CUDA launchers of the element-wise passes (cuda_launchers.cu),
+// registered for the CUDA dispatch key in cuda_backend.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,4 +1,4 @@
-#include "conv_transpose_args.h"
+#include "validation.h"
 
 #include <c10/util/Exception.h>
 #include <c10/util/safe_numerics.h>

@@ -15,7 +15,7 @@
 
 #include "../kernels/element_bodies.h"
 #include "../launcher_common.h"
-#include "conv_transpose_cuda_kernels.h"
+#include "cuda_launchers.h"
 
 namespace torch_tconv::cuda {
 namespace {

@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "../ops.h"
-#include "conv_transpose_cuda_kernels.h"
+#include "cuda_launchers.h"
 
 namespace torch_tconv {
 namespace {
