@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <atomic>
 #include <mutex>
 
 namespace torch_tconv {
@@ -7,7 +8,9 @@ namespace {
 
 std::mutex g_mutex;
 Config g_config;
-MachineFacts g_facts;
+// Independent facts, each set once: no lock needed.
+std::atomic<bool> g_bfloat16_gemm_fast{false};
+std::atomic<bool> g_float16_gemm_fast{false};
 thread_local int64_t t_last_workspace_bytes = 0;
 
 }  // namespace
@@ -23,13 +26,12 @@ void set_config(const Config& config) {
 }
 
 MachineFacts machine_facts() {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  return g_facts;
+  return {g_bfloat16_gemm_fast.load(), g_float16_gemm_fast.load()};
 }
 
 void set_machine_facts(const MachineFacts& facts) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_facts = facts;
+  g_bfloat16_gemm_fast.store(facts.bfloat16_gemm_fast);
+  g_float16_gemm_fast.store(facts.float16_gemm_fast);
 }
 
 int64_t last_column_workspace_bytes() {
