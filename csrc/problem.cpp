@@ -9,6 +9,12 @@ std::vector<int64_t> concrete(c10::SymIntArrayRef sizes) {
   return C10_AS_INTARRAYREF_SLOW(sizes).vec();
 }
 
+// Whether a validated image-like tensor (input, grad_output) came without
+// its batch dim: validation has checked it has spatial_dims + 1 or + 2 dims.
+bool is_unbatched(const at::Tensor& t, int64_t spatial_dims) {
+  return t.dim() == spatial_dims + 1;
+}
+
 std::vector<int64_t> with_batch(std::vector<int64_t> shape, bool unbatched) {
   if (unbatched) shape.insert(shape.begin(), 1);
   return shape;
@@ -89,9 +95,9 @@ Problem describe_forward(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
     at::IntArrayRef dilation, int64_t groups, at::OptionalSymIntArrayRef output_size) {
-  ConvTransposeParams p{stride.vec(), padding.vec(), output_padding.vec(), dilation.vec(), groups};
+  auto p = forward_params(stride, padding, output_padding, dilation, groups);
   const auto out_shape = concrete(forward_output_shape(input, weight, bias, p, output_size));
-  const bool unbatched = input.dim() == weight.dim() - 1;
+  const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
   return make_problem(std::move(p), unbatched, input.sizes().vec(), out_shape,
                       weight.sizes().slice(2));
 }
@@ -101,7 +107,7 @@ Problem describe_input_grad(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   auto p = gradient_params(stride, padding, dilation, groups);
   const auto in_shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
-  const bool unbatched = grad_output.dim() == weight.dim() - 1;
+  const bool unbatched = is_unbatched(grad_output, spatial_dims_of(weight));
   return make_problem(std::move(p), unbatched, in_shape, grad_output.sizes().vec(),
                       weight.sizes().slice(2));
 }
@@ -111,7 +117,7 @@ Problem describe_weight_grad(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   auto p = gradient_params(stride, padding, dilation, groups);
   weight_grad_shape(input, grad_output, kernel_size, p);
-  const bool unbatched = input.dim() == static_cast<int64_t>(kernel_size.size()) + 1;
+  const bool unbatched = is_unbatched(input, static_cast<int64_t>(kernel_size.size()));
   return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
                       kernel_size);
 }
@@ -121,7 +127,7 @@ Problem describe_backward(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   auto p = gradient_params(stride, padding, dilation, groups);
   backward_shapes(grad_output, input, weight, p);
-  const bool unbatched = input.dim() == spatial_dims_of(weight) + 1;
+  const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
   return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
                       weight.sizes().slice(2));
 }

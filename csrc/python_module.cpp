@@ -10,13 +10,6 @@
 namespace torch_tconv {
 namespace {
 
-ConvTransposeParams params(
-    std::vector<int64_t> stride, std::vector<int64_t> padding,
-    std::vector<int64_t> output_padding, std::vector<int64_t> dilation, int64_t groups) {
-  return {std::move(stride), std::move(padding), std::move(output_padding),
-          std::move(dilation), groups};
-}
-
 // The names of an enum's values, for the string-valued knobs below; the
 // first name is the default.
 template <typename Enum, size_t N>
@@ -72,7 +65,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         if (output_size) size = *output_size;
         return tt::forward_output_shape(
             input, weight, bias,
-            tt::params(stride, padding, output_padding, dilation, groups), size);
+            tt::forward_params(stride, padding, output_padding, dilation, groups), size);
       },
       "Validates the forward's arguments and returns the output shape.");
   m.def(

@@ -428,6 +428,12 @@ std::vector<c10::SymInt> weight_grad_shape(
   return weight_grad_shape_of(input, grad_output, kernel_size, p, /*check_hyper_params=*/true);
 }
 
+ConvTransposeParams forward_params(
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+    at::IntArrayRef dilation, int64_t groups) {
+  return {stride.vec(), padding.vec(), output_padding.vec(), dilation.vec(), groups};
+}
+
 ConvTransposeParams gradient_params(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   return {stride.vec(), padding.vec(), std::vector<int64_t>(stride.size(), 0), dilation.vec(),

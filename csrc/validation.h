@@ -27,6 +27,11 @@ struct ConvTransposeParams {
   int64_t groups;
 };
 
+// Parameters of the forward.
+ConvTransposeParams forward_params(
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+    at::IntArrayRef dilation, int64_t groups);
+
 // Parameters of the gradient ops, which take no output padding: the sizes
 // they are given imply it (its entries here are zeros, never read).
 ConvTransposeParams gradient_params(
