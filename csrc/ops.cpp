@@ -71,6 +71,10 @@ at::Tensor run_forward(const Backend& backend, const Problem& problem, const Pla
     backend.direct_forward(x, w, b, out, g, plan.config);
     return out;
   }
+  if (plan.path == Path::kPhase) {
+    backend.phase_forward(x, w, b, out, g, plan.config);
+    return out;
+  }
   const at::Tensor w_t = forward_weight(backend, w, g, plan.column_dtype);
   WindowedOutput windowed(backend, plan, g, b);
   for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
@@ -160,7 +164,8 @@ at::Tensor conv_transpose(
     at::OptionalSymIntArrayRef output_size) {
   const Problem problem = describe_forward(input, weight, bias, stride, padding, output_padding,
                                            dilation, groups, output_size);
-  const Plan plan = make_plan(backend, problem, config_snapshot(), input.scalar_type());
+  const Plan plan =
+      make_plan(backend, problem, config_snapshot(), input.scalar_type(), /*forward=*/true);
   c10::OptionalDeviceGuard guard(input.device());
   return problem.as_given(run_forward(backend, problem, plan, problem.batched(input),
                                       weight.contiguous(), contiguous(bias)));

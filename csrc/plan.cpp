@@ -3,18 +3,21 @@
 namespace torch_tconv {
 namespace {
 
-bool use_direct(const Geometry& g, const Config& config) {
+Path choose_path(const Backend& backend, const Geometry& g, const Config& config,
+                 bool forward) {
   switch (config.algorithm) {
     case Algorithm::kGemm:
-      return false;
+      return Path::kGemm;
     case Algorithm::kDirect:
-      return true;
+      return Path::kDirect;
+    case Algorithm::kPhase:
+      return forward && backend.phase_forward != nullptr ? Path::kPhase : Path::kGemm;
     case Algorithm::kAuto:
       break;
   }
   // Depthwise-like layers: with one input channel per group the GEMM's inner
   // dimension is 1, so the column buffer costs more than the arithmetic.
-  return g.in_channels_per_group == 1;
+  return g.in_channels_per_group == 1 ? Path::kDirect : Path::kGemm;
 }
 
 ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType dtype,
@@ -49,9 +52,10 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType 
 }  // namespace
 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
-               at::ScalarType dtype) {
-  Plan plan{config, use_direct(problem.geometry, config), dtype, {}};
-  if (!plan.direct) {
+               at::ScalarType dtype, bool forward) {
+  const Path path = choose_path(backend, problem.geometry, config, forward);
+  Plan plan{config, path, path == Path::kDirect, dtype, {}};
+  if (path == Path::kGemm) {
     plan.column_dtype = backend.column_dtype(dtype, config);
     plan.chunks = plan_chunks(backend, problem.geometry, plan.column_dtype, config);
   }

@@ -35,15 +35,21 @@ struct ChunkPlan {
   int64_t buffer_elements;      // of each lane's column buffer
 };
 
+// The kernels a call runs: the direct ones (no GEMM), GEMMs over a column
+// buffer, or (the forward only) one implicit GEMM per output phase.
+enum class Path { kGemm, kDirect, kPhase };
+
 struct Plan {
   Config config;                // the call's snapshot, for the launchers
-  bool direct;                  // the direct kernels; else GEMM + column passes
+  Path path;
+  bool direct;                  // path == kDirect
   at::ScalarType column_dtype;  // of the GEMM operands and column buffers
   ChunkPlan chunks;             // the GEMM path's cut of the problem
 };
 
+// `forward`: the call is the forward op, the only one with a phase path.
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
-               at::ScalarType dtype);
+               at::ScalarType dtype, bool forward = false);
 
 // A piece of the problem whose column buffer fits the chunk budget: either
 // whole samples [n0, n0 + g.batch), or, when one sample alone is too large,

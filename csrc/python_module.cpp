@@ -15,8 +15,9 @@ namespace {
 template <typename Enum, size_t N>
 using EnumNames = std::pair<const char*, Enum>[N];
 
-constexpr EnumNames<Algorithm, 3> kAlgorithmNames = {
-    {"auto", Algorithm::kAuto}, {"gemm", Algorithm::kGemm}, {"direct", Algorithm::kDirect}};
+constexpr EnumNames<Algorithm, 4> kAlgorithmNames = {
+    {"auto", Algorithm::kAuto}, {"gemm", Algorithm::kGemm}, {"direct", Algorithm::kDirect},
+    {"phase", Algorithm::kPhase}};
 constexpr EnumNames<ReducedPrecisionGemm, 3> kReducedPrecisionGemmNames = {
     {"auto", ReducedPrecisionGemm::kAuto},
     {"always", ReducedPrecisionGemm::kAlways},

@@ -45,7 +45,8 @@ def poisoned_allocations():
 @pytest.fixture(params=["auto", "gemm", "direct"])
 def algorithm(request):
     """Runs a test on each kernel path: the automatic choice, then each path
-    forced, so the GEMM and the direct kernels are both checked everywhere."""
+    forced, so the GEMM and the direct kernels are both checked everywhere.
+    The phase path, the forward's only, has its own tests (test_phase.py)."""
     with torch_tconv.backends.flags(algorithm=request.param):
         yield request.param
 

@@ -29,7 +29,7 @@ def test_attributes_and_flags_restore():
 
 
 def test_bad_settings_are_refused_and_change_nothing():
-    with pytest.raises(ValueError, match="algorithm must be 'auto', 'gemm' or 'direct', got 'fast'"):
+    with pytest.raises(ValueError, match="algorithm must be 'auto', 'gemm', 'direct' or 'phase', got 'fast'"):
         backends.algorithm = "fast"
     with pytest.raises(ValueError, match="column_budget_bytes must be positive, got 0"):
         backends.column_budget_bytes = 0

@@ -17,7 +17,7 @@ PROPERTY_SETTINGS = settings(
 @given(
     drawn=valid_layers(),
     layouts=st.tuples(*[st.sampled_from(LAYOUTS)] * 3),
-    algorithm=st.sampled_from(["auto", "gemm", "direct"]),
+    algorithm=st.sampled_from(["auto", "gemm", "direct", "phase"]),
     int32_indices=st.booleans(),
     element_bodies=st.booleans(),
     seed=st.integers(0, 2**31 - 1),

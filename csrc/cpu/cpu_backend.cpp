@@ -10,6 +10,7 @@
 #include <vector>
 
 
+#include "../kernels/phase_tiles.h"
 #include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
 #include "../ops.h"
@@ -282,6 +283,44 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
   });
 }
 
+// The phase path's reference: every tile of every phase and group, in
+// parallel over tiles, each tile's scalar multiply-adds in the order a
+// tensor-core kernel would issue its MMAs (kernels/phase_tiles.h).
+template <typename scalar_t, typename index_t>
+void phase_forward_tiles(const scalar_t* x, const scalar_t* w, const scalar_t* b, scalar_t* y,
+                         const KernelGeometry<index_t>& g) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const index_t channel_tiles =
+      (g.out_channels_per_group + kPhaseTileChannels - 1) / kPhaseTileChannels;
+  for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
+    const Phase<index_t> phase = phase_of(g, p);
+    const index_t row_tiles = (phase.rows + kPhaseTileRows - 1) / kPhaseTileRows;
+    const int64_t tiles = int64_t(g.groups) * row_tiles * channel_tiles;
+    const int64_t cost = int64_t(kPhaseTileRows) * kPhaseTileChannels *
+                         g.in_channels_per_group * std::max<index_t>(phase.taps, 1);
+    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / cost);
+    at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const auto oc_tile = static_cast<index_t>(tile % channel_tiles);
+        const auto row_tile = static_cast<index_t>(tile / channel_tiles % row_tiles);
+        const auto group = static_cast<index_t>(tile / channel_tiles / row_tiles);
+        phase_forward_tile<opmath_t>(x, w, b, y, g, phase, group, row_tile * kPhaseTileRows,
+                                     oc_tile * kPhaseTileChannels);
+      }
+    });
+  }
+}
+
+void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const at::Tensor& out,
+                       const Geometry& geometry, const Config& config) {
+  dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    phase_forward_tiles(input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                        bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g);
+  });
+}
+
 // Sums n values in the op-math dtype in a fixed order: eight interleaved
 // partial sums (which the compiler can keep in vector registers), then
 // their total. ATen's own bfloat16 sum took 16x its float32 time on the
@@ -351,6 +390,7 @@ const Backend& cpu_backend() {
       direct_forward_cpu,
       direct_input_grad_cpu,
       direct_weight_grad_cpu,
+      phase_forward_cpu,
       bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
