@@ -12,8 +12,8 @@ namespace torch_tconv {
 // kAuto picks per problem (the direct kernels for one input channel per
 // group, else GEMM + col2im); the others force a path, so that tests can run
 // every path on every configuration. kPhase runs the forward as one implicit
-// GEMM per output phase (kernels/phase_tiles.h) where the backend has it; the
-// gradients then take the GEMM path.
+// GEMM per output phase (kernels/phase_tiles.h) where the backend has it (the
+// GEMM path where not); the gradients then take the GEMM path.
 enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2, kPhase = 3 };
 
 // Whether the CPU runs float16/bfloat16 GEMMs, and so writes its column

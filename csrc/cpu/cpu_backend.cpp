@@ -290,22 +290,14 @@ template <typename scalar_t, typename index_t>
 void phase_forward_tiles(const scalar_t* x, const scalar_t* w, const scalar_t* b, scalar_t* y,
                          const KernelGeometry<index_t>& g) {
   using opmath_t = at::opmath_type<scalar_t>;
-  const index_t channel_tiles =
-      (g.out_channels_per_group + kPhaseTileChannels - 1) / kPhaseTileChannels;
   for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
     const Phase<index_t> phase = phase_of(g, p);
-    const index_t row_tiles = (phase.rows + kPhaseTileRows - 1) / kPhaseTileRows;
-    const int64_t tiles = int64_t(g.groups) * row_tiles * channel_tiles;
     const int64_t cost = int64_t(kPhaseTileRows) * kPhaseTileChannels *
                          g.in_channels_per_group * std::max<index_t>(phase.taps, 1);
     const int64_t grain = std::max<int64_t>(1, kStepsPerTask / cost);
-    at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, phase_tile_count(g, phase), grain, [&](int64_t begin, int64_t end) {
       for (int64_t tile = begin; tile < end; ++tile) {
-        const auto oc_tile = static_cast<index_t>(tile % channel_tiles);
-        const auto row_tile = static_cast<index_t>(tile / channel_tiles % row_tiles);
-        const auto group = static_cast<index_t>(tile / channel_tiles / row_tiles);
-        phase_forward_tile<opmath_t>(x, w, b, y, g, phase, group, row_tile * kPhaseTileRows,
-                                     oc_tile * kPhaseTileChannels);
+        phase_forward_tile_number<opmath_t>(x, w, b, y, g, phase, tile);
       }
     });
   }

@@ -22,7 +22,7 @@ const Backend& cuda_backend() {
       cuda::direct_forward,
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
-      /*phase_forward=*/nullptr,
+      cuda::phase_forward,
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,

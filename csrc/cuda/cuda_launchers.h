@@ -25,5 +25,8 @@ void direct_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
                        const at::Tensor& grad_input, const Geometry& g, const Config& config);
 void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
                         const at::Tensor& grad_weight, const Geometry& g, const Config& config);
+void phase_forward(const at::Tensor& input, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, const at::Tensor& out,
+                   const Geometry& g, const Config& config);
 
 }  // namespace torch_tconv::cuda

@@ -185,4 +185,31 @@ C10_HOST_DEVICE inline void phase_forward_tile(
   }
 }
 
+// The tiles of one phase: every group, row tile and channel tile.
+template <typename index_t>
+C10_HOST_DEVICE inline int64_t phase_tile_count(const ConvGeometry<index_t>& g,
+                                                const Phase<index_t>& phase) {
+  const int64_t row_tiles = (int64_t(phase.rows) + kPhaseTileRows - 1) / kPhaseTileRows;
+  const int64_t channel_tiles =
+      (int64_t(g.out_channels_per_group) + kPhaseTileChannels - 1) / kPhaseTileChannels;
+  return int64_t(g.groups) * row_tiles * channel_tiles;
+}
+
+// Tile number `tile` of the phase, in [0, phase_tile_count): channel tiles
+// innermost, then row tiles, then groups.
+template <typename acc_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void phase_forward_tile_number(
+    const scalar_t* __restrict__ input, const scalar_t* __restrict__ weight,
+    const scalar_t* __restrict__ bias, scalar_t* __restrict__ out,
+    const KernelGeometry<index_t>& g, const Phase<index_t>& phase, int64_t tile) {
+  const int64_t channel_tiles =
+      (int64_t(g.out_channels_per_group) + kPhaseTileChannels - 1) / kPhaseTileChannels;
+  const int64_t row_tiles = (int64_t(phase.rows) + kPhaseTileRows - 1) / kPhaseTileRows;
+  const auto oc_tile = static_cast<index_t>(tile % channel_tiles);
+  const auto row_tile = static_cast<index_t>(tile / channel_tiles % row_tiles);
+  const auto group = static_cast<index_t>(tile / channel_tiles / row_tiles);
+  phase_forward_tile<acc_t>(input, weight, bias, out, g, phase, group, row_tile * kPhaseTileRows,
+                            oc_tile * kPhaseTileChannels);
+}
+
 }  // namespace torch_tconv
