@@ -44,12 +44,19 @@ struct Backend {
   void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
                              const at::Tensor& grad_weight, const Geometry& g,
                              const Config& config);
-  // Phase path of the forward (no column buffer): out (N, C_out, out...) =
-  // the forward with bias, one implicit GEMM per output phase. Null where
-  // the backend has none (the GEMM path runs instead).
+  // The implicit GEMMs (kernels/implicit_gemm.h; no column buffer), each
+  // writing its whole result: the forward with bias, one GEMM per output
+  // phase; the input gradient; the weight gradient. Null where the backend
+  // has none (the GEMM path runs instead).
   void (*phase_forward)(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const at::Tensor& out,
                         const Geometry& g, const Config& config);
+  void (*implicit_input_grad)(const at::Tensor& grad_output, const at::Tensor& weight,
+                              const at::Tensor& grad_input, const Geometry& g,
+                              const Config& config);
+  void (*implicit_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
+                               const at::Tensor& grad_weight, const Geometry& g,
+                               const Config& config);
   // out (C_out,) = grad_output (N, C_out, ...) summed per channel in the
   // op-math dtype. Null: ATen's sum does it.
   void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);

@@ -11,10 +11,26 @@ namespace torch_tconv {
 
 // kAuto picks per problem (the direct kernels for one input channel per
 // group, else GEMM + col2im); the others force a path, so that tests can run
-// every path on every configuration. kPhase runs the forward as one implicit
-// GEMM per output phase (kernels/phase_tiles.h) where the backend has it (the
-// GEMM path where not); the gradients then take the GEMM path.
+// every path on every configuration. kPhase runs the implicit GEMMs of
+// kernels/implicit_gemm.h, with no column buffer: the forward as one GEMM per
+// output phase, the input gradient as a strided convolution, the weight
+// gradient split along its depth.
 enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2, kPhase = 3 };
+
+// The engine of the implicit GEMMs. kAuto: on the GPU the tensor-core tiles
+// for float16/bfloat16 (a variant chosen from the shape) and the scalar
+// tiles for the other dtypes; on the CPU the scalar tiles. kScalar forces
+// the scalar tiles; the kMma* force a tensor-core tile shape for
+// float16/bfloat16 (the other dtypes run the scalar tiles), which the CPU
+// runs through its emulation of the kernel (kernels/mma_tiles.h).
+enum class TileVariant {
+  kAuto = 0,
+  kScalar = 1,
+  kMma128x64 = 2,
+  kMma64x64 = 3,
+  kMma64x32 = 4,
+  kMma32x16 = 5,
+};
 
 // Whether the CPU runs float16/bfloat16 GEMMs, and so writes its column
 // buffers, in the input dtype: kAuto does where the processor has AMX for
@@ -37,6 +53,7 @@ struct Config {
   // CUDA launchers run (false); tests compare the two.
   bool cpu_row_kernels = true;
   ReducedPrecisionGemm cpu_reduced_precision_gemm = ReducedPrecisionGemm::kAuto;
+  TileVariant tile_variant = TileVariant::kAuto;
 };
 
 // A copy of the current configuration, taken atomically with respect to

@@ -98,6 +98,10 @@ at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const 
     backend.direct_input_grad(gy, w, grad_input, g, plan.config);
     return grad_input;
   }
+  if (plan.path == Path::kPhase) {
+    backend.implicit_input_grad(gy, w, grad_input, g, plan.config);
+    return grad_input;
+  }
   const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);
   for_each_chunk(plan, g, gy.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
     grad_output_columns(backend, plan, gy, c, cols);
@@ -110,9 +114,10 @@ at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const
                            const at::Tensor& x, const at::Tensor& gy) {
   const Geometry& g = problem.geometry;
   if (x.numel() == 0 || gy.numel() == 0) return at::zeros(problem.weight_shape(), x.options());
-  if (plan.direct) {
+  if (plan.direct || plan.path == Path::kPhase) {
     at::Tensor grad_weight = at::empty(problem.weight_shape(), x.options());
-    backend.direct_weight_grad(x, gy, grad_weight, g, plan.config);
+    (plan.direct ? backend.direct_weight_grad : backend.implicit_weight_grad)(x, gy, grad_weight,
+                                                                              g, plan.config);
     return grad_weight;
   }
   WeightGradSum sum(g, x, plan);
@@ -127,7 +132,7 @@ at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const
 std::tuple<at::Tensor, at::Tensor> run_backward(
     const Backend& backend, const Problem& problem, const Plan& plan, const at::Tensor& gy,
     const at::Tensor& x, const at::Tensor& w) {
-  if (x.numel() == 0 || gy.numel() == 0 || plan.direct) {
+  if (x.numel() == 0 || gy.numel() == 0 || plan.path != Path::kGemm) {
     // Nothing to share: each gradient as its own op computes it.
     return {run_input_grad(backend, problem, plan, gy, w),
             run_weight_grad(backend, problem, plan, x, gy)};
@@ -165,7 +170,7 @@ at::Tensor conv_transpose(
   const Problem problem = describe_forward(input, weight, bias, stride, padding, output_padding,
                                            dilation, groups, output_size);
   const Plan plan =
-      make_plan(backend, problem, config_snapshot(), input.scalar_type(), /*forward=*/true);
+      make_plan(backend, problem, config_snapshot(), input.scalar_type());
   c10::OptionalDeviceGuard guard(input.device());
   return problem.as_given(run_forward(backend, problem, plan, problem.batched(input),
                                       weight.contiguous(), contiguous(bias)));

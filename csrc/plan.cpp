@@ -3,15 +3,14 @@
 namespace torch_tconv {
 namespace {
 
-Path choose_path(const Backend& backend, const Geometry& g, const Config& config,
-                 bool forward) {
+Path choose_path(const Backend& backend, const Geometry& g, const Config& config) {
   switch (config.algorithm) {
     case Algorithm::kGemm:
       return Path::kGemm;
     case Algorithm::kDirect:
       return Path::kDirect;
     case Algorithm::kPhase:
-      return forward && backend.phase_forward != nullptr ? Path::kPhase : Path::kGemm;
+      return backend.phase_forward != nullptr ? Path::kPhase : Path::kGemm;
     case Algorithm::kAuto:
       break;
   }
@@ -52,8 +51,8 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType 
 }  // namespace
 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
-               at::ScalarType dtype, bool forward) {
-  const Path path = choose_path(backend, problem.geometry, config, forward);
+               at::ScalarType dtype) {
+  const Path path = choose_path(backend, problem.geometry, config);
   Plan plan{config, path, path == Path::kDirect, dtype, {}};
   if (path == Path::kGemm) {
     plan.column_dtype = backend.column_dtype(dtype, config);

@@ -36,7 +36,7 @@ struct ChunkPlan {
 };
 
 // The kernels a call runs: the direct ones (no GEMM), GEMMs over a column
-// buffer, or (the forward only) one implicit GEMM per output phase.
+// buffer, or implicit GEMMs (kernels/implicit_gemm.h).
 enum class Path { kGemm, kDirect, kPhase };
 
 struct Plan {
@@ -47,9 +47,8 @@ struct Plan {
   ChunkPlan chunks;             // the GEMM path's cut of the problem
 };
 
-// `forward`: the call is the forward op, the only one with a phase path.
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
-               at::ScalarType dtype, bool forward = false);
+               at::ScalarType dtype);
 
 // A piece of the problem whose column buffer fits the chunk budget: either
 // whole samples [n0, n0 + g.batch), or, when one sample alone is too large,

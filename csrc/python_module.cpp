@@ -22,6 +22,10 @@ constexpr EnumNames<ReducedPrecisionGemm, 3> kReducedPrecisionGemmNames = {
     {"auto", ReducedPrecisionGemm::kAuto},
     {"always", ReducedPrecisionGemm::kAlways},
     {"never", ReducedPrecisionGemm::kNever}};
+constexpr EnumNames<TileVariant, 6> kTileVariantNames = {
+    {"auto", TileVariant::kAuto},           {"scalar", TileVariant::kScalar},
+    {"mma128x64", TileVariant::kMma128x64}, {"mma64x64", TileVariant::kMma64x64},
+    {"mma64x32", TileVariant::kMma64x32},   {"mma32x16", TileVariant::kMma32x16}};
 
 // The value called `name`; a ValueError naming `what` and the choices if none is.
 template <typename Enum, size_t N>
@@ -106,12 +110,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["cpu_row_kernels"] = c.cpu_row_kernels;
     d["cpu_reduced_precision_gemm"] =
         tt::name_of(tt::kReducedPrecisionGemmNames, c.cpu_reduced_precision_gemm);
+    d["tile_variant"] = tt::name_of(tt::kTileVariantNames, c.tile_variant);
     return d;
   });
   m.def(
       "set_config",
       [](const std::string& algorithm, int64_t column_budget_bytes, bool int32_indices,
-         bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm) {
+         bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm,
+         const std::string& tile_variant) {
         TORCH_CHECK_VALUE(column_budget_bytes > 0,
                           "column_budget_bytes must be positive, got ", column_budget_bytes);
         tt::Config c;
@@ -122,10 +128,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         c.cpu_reduced_precision_gemm = tt::value_named(
             tt::kReducedPrecisionGemmNames, cpu_reduced_precision_gemm,
             "cpu_reduced_precision_gemm");
+        c.tile_variant = tt::value_named(tt::kTileVariantNames, tile_variant, "tile_variant");
         tt::set_config(c);
       },
       py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),
-      py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"),
+      py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"), py::arg("tile_variant"),
       "Replaces the whole configuration (see torch_tconv.backends).");
   m.def(
       "set_machine_facts",

@@ -42,11 +42,12 @@ def poisoned_allocations():
     torch.use_deterministic_algorithms(previous)
 
 
-@pytest.fixture(params=["auto", "gemm", "direct"])
+@pytest.fixture(params=["auto", "gemm", "direct", "phase"])
 def algorithm(request):
     """Runs a test on each kernel path: the automatic choice, then each path
-    forced, so the GEMM and the direct kernels are both checked everywhere.
-    The phase path, the forward's only, has its own tests (test_phase.py)."""
+    forced, so that GEMM + col2im, the direct kernels and the implicit GEMMs
+    (with their default tiles; test_implicit_gemm.py forces each tile
+    variant) are all checked everywhere."""
     with torch_tconv.backends.flags(algorithm=request.param):
         yield request.param
 

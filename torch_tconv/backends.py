@@ -5,7 +5,18 @@
         ...  # restored on exit
 
     algorithm                   "auto" (the direct kernels for one input channel
-                                per group, else GEMM + col2im), "gemm" or "direct"
+                                per group, else GEMM + col2im), "gemm", "direct",
+                                or "phase": implicit GEMMs with no column buffer
+                                (the forward by output phase, the input gradient
+                                as a strided convolution, the weight gradient
+                                split along batch x positions)
+    tile_variant                engine of the "phase" GEMMs: "auto" (on CUDA,
+                                tensor-core tiles for float16/bfloat16 with a
+                                shape chosen per GEMM; scalar tiles otherwise),
+                                "scalar", or a tensor-core tile shape
+                                "mma128x64", "mma64x64", "mma64x32", "mma32x16"
+                                (float16/bfloat16 only; the CPU runs an
+                                emulation of the CUDA kernel, for tests)
     column_budget_bytes         upper bound of one chunk's column workspace
                                 (default 128 MiB; the CPU's own preference is
                                 4 MiB); a sample over it runs in windows of rows
@@ -33,7 +44,7 @@ import torch
 from . import _C
 
 _NAMES = ("algorithm", "column_budget_bytes", "int32_indices", "cpu_row_kernels",
-          "cpu_reduced_precision_gemm")
+          "cpu_reduced_precision_gemm", "tile_variant")
 
 
 def _set(**changes):

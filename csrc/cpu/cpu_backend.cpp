@@ -4,16 +4,17 @@
 // results do not depend on the thread count or schedule.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <utility>
 #include <vector>
 
-
-#include "../kernels/phase_tiles.h"
+#include "../kernels/implicit_gemm.h"
 #include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
 #include "../ops.h"
+#include "mma_emulation.h"
 
 namespace torch_tconv {
 namespace {
@@ -283,24 +284,57 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
   });
 }
 
-// The phase path's reference: every tile of every phase and group, in
-// parallel over tiles, each tile's scalar multiply-adds in the order a
-// tensor-core kernel would issue its MMAs (kernels/phase_tiles.h).
-template <typename scalar_t, typename index_t>
-void phase_forward_tiles(const scalar_t* x, const scalar_t* w, const scalar_t* b, scalar_t* y,
-                         const KernelGeometry<index_t>& g) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
-    const Phase<index_t> phase = phase_of(g, p);
-    const int64_t cost = int64_t(kPhaseTileRows) * kPhaseTileChannels *
-                         g.in_channels_per_group * std::max<index_t>(phase.taps, 1);
-    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / cost);
-    at::parallel_for(0, phase_tile_count(g, phase), grain, [&](int64_t begin, int64_t end) {
-      for (int64_t tile = begin; tile < end; ++tile) {
-        phase_forward_tile_number<opmath_t>(x, w, b, y, g, phase, tile);
-      }
-    });
+// The implicit GEMMs (algorithm "phase"): the scalar tiles, in parallel
+// over tiles and split-K slices, or a forced tensor-core variant through the
+// emulation of its CUDA kernel. Split-K follows the same rule as on the GPU,
+// so the CPU suite runs the slices and their reduction too.
+template <int TM, int TN, typename acc_t, typename View, typename Tile>
+void run_gemm_tiles(const View& v, int64_t depth_step, int64_t steps_per_depth, const Tile& tile) {
+  const int64_t outputs = int64_t(v.rows()) * v.cols() * v.g.groups;
+  const SplitK split =
+      split_k_for(tile_count<TM, TN>(v, SplitK{}), outputs, v.depth(), depth_step);
+  at::Tensor workspace;
+  acc_t* partial = nullptr;
+  if (split.slices > 1) {
+    workspace = at::empty({split.slices * outputs},
+                          at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    partial = workspace.mutable_data_ptr<acc_t>();
   }
+  const TileStore<View, acc_t> store{v, partial};
+  const int64_t cost = int64_t(TM) * TN * std::max<int64_t>(split.slice_depth, 1) * steps_per_depth;
+  at::parallel_for(0, tile_count<TM, TN>(v, split), std::max<int64_t>(1, kStepsPerTask / cost),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t i = begin; i < end; ++i) {
+                       tile(tile_coord<TM, TN>(v, split, i), store);
+                     }
+                   });
+  if (partial == nullptr) return;
+  at::parallel_for(0, outputs, std::max<int64_t>(1, kStepsPerTask / split.slices),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t e = begin; e < end; ++e) {
+                       split_k_reduce_element(v, partial, split.slices, e);
+                     }
+                   });
+}
+
+template <typename scalar_t, typename View>
+void implicit_gemm_cpu(const View& v, const Config& config) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    // The emulation steps through every thread of a block: many times the
+    // scalar tile's work per product.
+    constexpr int64_t kEmulationSteps = 16;
+    const bool emulated = with_mma_shape(config.tile_variant, [&](auto shape) {
+      using Shape = decltype(shape);
+      run_gemm_tiles<Shape::BM, Shape::BN, float>(
+          v, Shape::BK, kEmulationSteps, [&](const auto& t, const auto& store) {
+            mma_gemm_tile_emulated<Shape, scalar_t>(v, t, store);
+          });
+    });
+    if (emulated) return;
+  }
+  using acc_t = at::opmath_type<scalar_t>;
+  run_gemm_tiles<kScalarTileRows, kScalarTileCols, acc_t>(
+      v, 1, 1, [&](const auto& t, const auto& store) { scalar_gemm_tile<acc_t>(v, t, store); });
 }
 
 void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -308,8 +342,40 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                        const Geometry& geometry, const Config& config) {
   dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
-    phase_forward_tiles(input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-                        bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g);
+    using index_t = index_type<decltype(g)>;
+    for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
+      implicit_gemm_cpu<scalar_t>(
+          PhaseForwardGemm<scalar_t, index_t>{
+              input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+              bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase_of(g, p)},
+          config);
+    }
+  });
+}
+
+void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
+                             const at::Tensor& grad_input, const Geometry& geometry,
+                             const Config& config) {
+  dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    implicit_gemm_cpu<scalar_t>(
+        InputGradGemm<scalar_t, index_type<decltype(g)>>{
+            grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+            grad_input.mutable_data_ptr<scalar_t>(), g},
+        config);
+  });
+}
+
+void implicit_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
+                              const at::Tensor& grad_weight, const Geometry& geometry,
+                              const Config& config) {
+  dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    implicit_gemm_cpu<scalar_t>(
+        WeightGradGemm<scalar_t, index_type<decltype(g)>>{
+            input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
+            grad_weight.mutable_data_ptr<scalar_t>(), g},
+        config);
   });
 }
 
@@ -383,6 +449,8 @@ const Backend& cpu_backend() {
       direct_input_grad_cpu,
       direct_weight_grad_cpu,
       phase_forward_cpu,
+      implicit_input_grad_cpu,
+      implicit_weight_grad_cpu,
       bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,

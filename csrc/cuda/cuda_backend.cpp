@@ -23,6 +23,8 @@ const Backend& cuda_backend() {
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
       cuda::phase_forward,
+      cuda::implicit_input_grad,
+      cuda::implicit_weight_grad,
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,

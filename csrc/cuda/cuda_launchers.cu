@@ -14,7 +14,6 @@
 #include <algorithm>
 
 #include "../kernels/element_bodies.h"
-#include "../kernels/phase_tiles.h"
 #include "../launcher_common.h"
 #include "cuda_launchers.h"
 
@@ -111,21 +110,6 @@ __global__ void direct_weight_grad_kernel(const scalar_t* input, const scalar_t*
     }
     if (threadIdx.x == 0) grad_weight[w] = static_cast<scalar_t>(partial[0]);
     __syncthreads();
-  }
-}
-
-// One thread per tile of the phase GEMM, each running the tile iteration of
-// kernels/phase_tiles.h with scalar multiply-adds: the phase path's first
-// CUDA form, correct before it is fast (the tensor-core kernel replaces the
-// inner loop by MMAs over the same order).
-template <typename scalar_t, typename index_t>
-__global__ void phase_forward_kernel(const scalar_t* input, const scalar_t* weight,
-                                     const scalar_t* bias, scalar_t* out,
-                                     KernelGeometry<index_t> g, Phase<index_t> phase,
-                                     int64_t tiles) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t tile = first_index(); tile < tiles; tile += grid_stride()) {
-    phase_forward_tile_number<acc_t>(input, weight, bias, out, g, phase, tile);
   }
 }
 
@@ -227,26 +211,6 @@ void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
               input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
               grad_weight.mutable_data_ptr<scalar_t>(), g, numel);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
-}
-
-void phase_forward(const at::Tensor& input, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                   const Geometry& geometry, const Config& config) {
-  if (out.numel() == 0) return;
-  TORCH_TCONV_DISPATCH(out.scalar_type(), "phase_forward_cuda", [&] {
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
-        const Phase<index_t> phase = phase_of(g, p);
-        const int64_t tiles = phase_tile_count(g, phase);
-        phase_forward_kernel<scalar_t, index_t>
-            <<<blocks_for(tiles), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-                bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase, tiles);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
     });
   });
 }

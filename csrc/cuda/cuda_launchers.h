@@ -1,5 +1,6 @@
-// CUDA launchers of the element-wise passes (cuda_launchers.cu),
-// registered for the CUDA dispatch key in cuda_backend.cpp.
+// CUDA launchers of the element-wise passes (cuda_launchers.cu) and of the
+// implicit GEMMs (implicit_gemm_launchers.cu), registered for the CUDA
+// dispatch key in cuda_backend.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,5 +29,9 @@ void direct_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
 void phase_forward(const at::Tensor& input, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, const at::Tensor& out,
                    const Geometry& g, const Config& config);
+void implicit_input_grad(const at::Tensor& grad_output, const at::Tensor& weight,
+                         const at::Tensor& grad_input, const Geometry& g, const Config& config);
+void implicit_weight_grad(const at::Tensor& input, const at::Tensor& grad_output,
+                          const at::Tensor& grad_weight, const Geometry& g, const Config& config);
 
 }  // namespace torch_tconv::cuda
