@@ -72,6 +72,12 @@ struct Backend {
   // thread with serial GEMMs (the CPU), rather than one after another with
   // parallel GEMMs and element passes (the GPU).
   bool parallel_chunks;
+  // Waits for the device's queued work (benchmark mode's timing); null where
+  // calls return when done (the CPU).
+  void (*synchronize)();
+  // Whether the current stream is capturing a CUDA graph, when nothing may
+  // synchronize; null where there are no graphs.
+  bool (*capturing)();
   // Whether the forward GEMM wants the transposed weight copied contiguous:
   // oneDNN's bfloat16 GEMM runs 4x slower on a transposed view, while cuBLAS
   // takes the transpose as a flag, and the copy would cost a kernel launch.

@@ -54,6 +54,9 @@ struct Config {
   bool cpu_row_kernels = true;
   ReducedPrecisionGemm cpu_reduced_precision_gemm = ReducedPrecisionGemm::kAuto;
   TileVariant tile_variant = TileVariant::kAuto;
+  // Time the candidates at the first call of each shape key and keep the
+  // fastest (autotune.h), where the algorithm is kAuto.
+  bool benchmark = false;
 };
 
 // A copy of the current configuration, taken atomically with respect to

@@ -4,6 +4,7 @@
 #include <ATen/OpMathType.h>
 #include <c10/core/DeviceGuard.h>
 
+#include "autotune.h"
 #include "gemm.h"
 #include "plan.h"
 #include "problem.h"
@@ -149,6 +150,15 @@ std::tuple<at::Tensor, at::Tensor> run_backward(
   return {grad_input, grad_weight.result(problem.weight_shape())};
 }
 
+// The call's configuration: the current one, or in benchmark mode the
+// fastest for its shape (autotune.h), timed by calling run.
+template <typename Run>
+Config tuned(const Backend& backend, OpKind op, const Problem& problem, const at::Tensor& t,
+             const Run& run) {
+  return tuned_config(backend, op, problem, t.scalar_type(), t.device(), config_snapshot(),
+                      [&](const Config& config) { run(config); });
+}
+
 std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
   if (!t.has_value() || !t->defined()) return std::nullopt;
   return t->contiguous();
@@ -169,11 +179,15 @@ at::Tensor conv_transpose(
     at::OptionalSymIntArrayRef output_size) {
   const Problem problem = describe_forward(input, weight, bias, stride, padding, output_padding,
                                            dilation, groups, output_size);
-  const Plan plan =
-      make_plan(backend, problem, config_snapshot(), input.scalar_type());
   c10::OptionalDeviceGuard guard(input.device());
-  return problem.as_given(run_forward(backend, problem, plan, problem.batched(input),
-                                      weight.contiguous(), contiguous(bias)));
+  const at::Tensor x = problem.batched(input);
+  const at::Tensor w = weight.contiguous();
+  const auto b = contiguous(bias);
+  const auto run = [&](const Config& config) {
+    return run_forward(backend, problem, make_plan(backend, problem, config, x.scalar_type()), x,
+                       w, b);
+  };
+  return problem.as_given(run(tuned(backend, OpKind::kForward, problem, x, run)));
 }
 
 at::Tensor conv_transpose_input_grad(
@@ -187,10 +201,14 @@ at::Tensor conv_transpose_input_grad(
     int64_t groups) {
   const Problem problem =
       describe_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups);
-  const Plan plan = make_plan(backend, problem, config_snapshot(), grad_output.scalar_type());
   c10::OptionalDeviceGuard guard(grad_output.device());
-  return problem.as_given(run_input_grad(backend, problem, plan, problem.batched(grad_output),
-                                         weight.contiguous()));
+  const at::Tensor gy = problem.batched(grad_output);
+  const at::Tensor w = weight.contiguous();
+  const auto run = [&](const Config& config) {
+    return run_input_grad(backend, problem, make_plan(backend, problem, config, gy.scalar_type()),
+                          gy, w);
+  };
+  return problem.as_given(run(tuned(backend, OpKind::kInputGrad, problem, gy, run)));
 }
 
 at::Tensor conv_transpose_weight_grad(
@@ -204,10 +222,14 @@ at::Tensor conv_transpose_weight_grad(
     int64_t groups) {
   const Problem problem =
       describe_weight_grad(input, grad_output, kernel_size, stride, padding, dilation, groups);
-  const Plan plan = make_plan(backend, problem, config_snapshot(), input.scalar_type());
   c10::OptionalDeviceGuard guard(input.device());
-  return run_weight_grad(backend, problem, plan, problem.batched(input),
-                         problem.batched(grad_output));
+  const at::Tensor x = problem.batched(input);
+  const at::Tensor gy = problem.batched(grad_output);
+  const auto run = [&](const Config& config) {
+    return run_weight_grad(backend, problem, make_plan(backend, problem, config, x.scalar_type()),
+                           x, gy);
+  };
+  return run(tuned(backend, OpKind::kWeightGrad, problem, x, run));
 }
 
 std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
@@ -221,11 +243,15 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
     int64_t groups) {
   const Problem problem =
       describe_backward(grad_output, input, weight, stride, padding, dilation, groups);
-  const Plan plan = make_plan(backend, problem, config_snapshot(), input.scalar_type());
   c10::OptionalDeviceGuard guard(input.device());
-  auto [grad_input, grad_weight] =
-      run_backward(backend, problem, plan, problem.batched(grad_output), problem.batched(input),
-                   weight.contiguous());
+  const at::Tensor gy = problem.batched(grad_output);
+  const at::Tensor x = problem.batched(input);
+  const at::Tensor w = weight.contiguous();
+  const auto run = [&](const Config& config) {
+    return run_backward(backend, problem, make_plan(backend, problem, config, x.scalar_type()),
+                        gy, x, w);
+  };
+  auto [grad_input, grad_weight] = run(tuned(backend, OpKind::kBackward, problem, x, run));
   return {problem.as_given(grad_input), grad_weight};
 }
 

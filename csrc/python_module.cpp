@@ -4,6 +4,7 @@
 // Python fake kernels and modules, so that no copy of it exists in Python.
 #include <torch/extension.h>
 
+#include "autotune.h"
 #include "config.h"
 #include "validation.h"
 
@@ -111,13 +112,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["cpu_reduced_precision_gemm"] =
         tt::name_of(tt::kReducedPrecisionGemmNames, c.cpu_reduced_precision_gemm);
     d["tile_variant"] = tt::name_of(tt::kTileVariantNames, c.tile_variant);
+    d["benchmark"] = c.benchmark;
     return d;
   });
   m.def(
       "set_config",
       [](const std::string& algorithm, int64_t column_budget_bytes, bool int32_indices,
          bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm,
-         const std::string& tile_variant) {
+         const std::string& tile_variant, bool benchmark) {
         TORCH_CHECK_VALUE(column_budget_bytes > 0,
                           "column_budget_bytes must be positive, got ", column_budget_bytes);
         tt::Config c;
@@ -129,10 +131,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             tt::kReducedPrecisionGemmNames, cpu_reduced_precision_gemm,
             "cpu_reduced_precision_gemm");
         c.tile_variant = tt::value_named(tt::kTileVariantNames, tile_variant, "tile_variant");
+        c.benchmark = benchmark;
         tt::set_config(c);
       },
       py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),
       py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"), py::arg("tile_variant"),
+      py::arg("benchmark"),
       "Replaces the whole configuration (see torch_tconv.backends).");
   m.def(
       "set_machine_facts",
@@ -140,6 +144,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         tt::set_machine_facts({bfloat16_gemm_fast, float16_gemm_fast});
       },
       "Whether this CPU has AMX for bfloat16 and for float16 (set once, at import).");
+  m.def(
+      "benchmark_choices",
+      []() {
+        py::list result;
+        for (const auto& [key, choice] : tt::autotune_choices()) {
+          result.append(py::make_tuple(py::tuple(py::cast(key)),
+                                       tt::name_of(tt::kAlgorithmNames, choice.algorithm),
+                                       tt::name_of(tt::kTileVariantNames, choice.tile_variant)));
+        }
+        return result;
+      },
+      "Benchmark mode's choices: (key, algorithm, tile_variant) per timed shape key.");
+  m.def("clear_benchmark_choices", &tt::clear_autotune_choices,
+        "Forgets benchmark mode's choices: the next call of each key is timed again.");
   m.def("last_column_workspace_bytes", &tt::last_column_workspace_bytes,
         "Bytes of the column workspace that this thread's last GEMM-path call allocated.");
 }

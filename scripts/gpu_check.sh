@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with a CUDA GPU, from a fresh checkout, build the
-# extension for that GPU, run the whole test suite (CUDA tests included) and
-# the CUDA benchmark, and write the reports into OUT:
-#   env.txt      GPU, driver, torch and toolkit versions
-#   build.log    the build
-#   tests.log    pytest's report; tests.xml the same as JUnit XML
-#   <date>-<device>.{md,json,png}   the benchmark table, data and chart
-#   profile.txt  CUDA time per kernel for a few layers (torch.profiler)
-#   host_overhead.md  host microseconds per call of a tiny layer, ours and torch's
+# The GPU check: on a machine with a CUDA GPU, from a fresh checkout, in at
+# most about 7 minutes (each stage has a time limit), build the extension for
+# that GPU, run the CUDA tests (every algorithm and tile variant, forced one
+# at a time), time every algorithm and variant against cuDNN, and write the
+# reports into OUT (at most 8 files, what a GPU slot sends back):
+#   env.txt      GPU, driver, torch and toolkit versions, build time, and
+#                ptxas's register and spill report for this GPU's architecture
+#   tests.log    pytest's report of the CUDA tests
+#   <date>-algorithms-<device>.{md,json}   the algorithm sweep: each
+#                algorithm and tile variant against cuDNN per case, benchmark
+#                mode's picks, cuDNN's kernel names (the table the default
+#                rule's thresholds are read from)
+#   <date>-<device>.{md,json}   the benchmark table (the README's), data
+#   profile.txt  CUDA time per kernel for a few layers (torch.profiler), and
+#                host microseconds per call of a tiny layer, ours and torch's
 # Uses only what the machine has (python3 with torch, pytest, ninja); it
-# downloads nothing. Exits non-zero if the build or any test failed.
+# downloads nothing. Exits non-zero if the build or any stage failed.
 set -uo pipefail
 
 OUT=${1:?usage: scripts/gpu_check.sh OUT_DIR}
@@ -57,20 +63,37 @@ if ! "$PYTHON" setup.py build_ext --inplace > "$OUT/build.log" 2>&1; then
   echo "gpu-check: build FAILED"
   exit 1
 fi
-echo "gpu-check: built in $(( $(date +%s) - start )) s"
+echo "gpu-check: built in $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
+rm -f "$OUT/build.log"
+
+# ptxas's report runs on the CPU while the GPU runs the tests.
+ARCH=${TORCH_CUDA_ARCH_LIST%%;*}
+"$PYTHON" scripts/ptxas_report.py --arch "${ARCH//./}" --out "$OUT/ptxas.txt" > /dev/null 2>&1 &
+ptxas_pid=$!
 
 start=$(date +%s)
-# The slow tests of the CPU alone (fuzzing, leaks, >2^31 elements: minutes)
-# are CI's; the slow CUDA ones (>2^31 elements on the GPU) run here.
-"$PYTHON" -m pytest tests -q -rs -p no:cacheprovider -m "not slow or cuda" \
-  --junitxml="$OUT/tests.xml" > "$OUT/tests.log" 2>&1 || status=1
+# The CUDA tests alone: the CPU suite is CI's.
+timeout 150 "$PYTHON" -m pytest tests -q -rs -p no:cacheprovider -m cuda > "$OUT/tests.log" 2>&1 \
+  || status=1
 tail -n 25 "$OUT/tests.log"
 echo "gpu-check: tests ran in $(( $(date +%s) - start )) s"
 
-start=$(date +%s)
-"$PYTHON" bench/benchmark.py --device cuda --out "$OUT" || status=1
-echo "gpu-check: benchmark ran in $(( $(date +%s) - start )) s"
+wait "$ptxas_pid" || status=1
+{ echo; cat "$OUT/ptxas.txt" 2>/dev/null || echo "ptxas report missing"; } >> "$OUT/env.txt"
+rm -f "$OUT/ptxas.txt"
+tail -n 2 "$OUT/env.txt"
 
-"$PYTHON" bench/profile_cuda.py --out "$OUT/profile.txt" || status=1
-"$PYTHON" bench/host_overhead.py --device cuda --out "$OUT/host_overhead.md" || status=1
+start=$(date +%s)
+timeout 130 "$PYTHON" bench/algorithm_sweep.py --device cuda --out "$OUT" || status=1
+echo "gpu-check: algorithm sweep ran in $(( $(date +%s) - start )) s"
+
+start=$(date +%s)
+{ timeout 30 "$PYTHON" bench/profile_cuda.py && echo \
+  && timeout 20 "$PYTHON" bench/host_overhead.py --device cuda; } > "$OUT/profile.txt" 2>&1 || status=1
+echo "gpu-check: profile ran in $(( $(date +%s) - start )) s"
+
+start=$(date +%s)
+timeout 100 "$PYTHON" bench/benchmark.py --device cuda --out "$OUT" || status=1
+rm -f "$OUT"/*.png
+echo "gpu-check: benchmark ran in $(( $(date +%s) - start )) s"
 exit $status

@@ -24,6 +24,14 @@
                                 fewer than 2^31 elements (default True)
     cpu_row_kernels             CPU launchers run row bodies (default True) or
                                 the element bodies that CUDA runs
+    benchmark                   when algorithm is "auto": time the algorithms
+                                and tile variants at the first call of each
+                                shape (op, device, dtype, sizes, settings) and
+                                keep the fastest for the process, like
+                                torch.backends.cudnn.benchmark (default False:
+                                a rule of the shape decides, so results never
+                                depend on a timing); nothing is timed while a
+                                CUDA graph is being captured
     cpu_reduced_precision_gemm  "auto": float16/bfloat16 GEMMs (and so column
                                 buffers) in their own dtype where the CPU has
                                 AMX for that dtype, else in float32;
@@ -33,6 +41,9 @@ The settings are process-wide. Each op takes one snapshot of all of them
 when it starts, so a call in flight keeps its settings when another thread
 changes them, and a change made by flags() (several settings at once) is
 seen whole or not at all.
+
+benchmark_choices() lists benchmark mode's choices so far, as (key,
+algorithm, tile_variant); clear_benchmark_choices() forgets them.
 """
 
 import contextlib
@@ -44,7 +55,7 @@ import torch
 from . import _C
 
 _NAMES = ("algorithm", "column_budget_bytes", "int32_indices", "cpu_row_kernels",
-          "cpu_reduced_precision_gemm", "tile_variant")
+          "cpu_reduced_precision_gemm", "tile_variant", "benchmark")
 
 
 def _set(**changes):
@@ -76,6 +87,17 @@ def flags(**settings):
         yield
     finally:
         _C.set_config(**previous)
+
+
+def benchmark_choices():
+    """Benchmark mode's choices: a list of (key, algorithm, tile_variant), one
+    per shape key timed in this process."""
+    return _C.benchmark_choices()
+
+
+def clear_benchmark_choices():
+    """Forgets benchmark mode's choices; each key is timed again at its next call."""
+    _C.clear_benchmark_choices()
 
 
 def _property(name):

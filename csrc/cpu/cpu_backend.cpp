@@ -455,6 +455,8 @@ const Backend& cpu_backend() {
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
       /*parallel_chunks=*/true,
+      /*synchronize=*/nullptr,
+      /*capturing=*/nullptr,
       /*contiguous_forward_weight=*/true,
   };
   return backend;

@@ -1,6 +1,8 @@
 // Registers the CUDA backend: the shared algorithm of ops.cpp
 // with the CUDA launchers. GEMM operands keep the input dtype (cuBLAS
 // accumulates float16/bfloat16 products in float32).
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/library.h>
 
 #include "../ops.h"
@@ -12,6 +14,14 @@ namespace {
 // cuBLAS accumulates float16/bfloat16 products in float32.
 at::ScalarType column_dtype_cuda(at::ScalarType dtype, const Config&) {
   return dtype;
+}
+
+void synchronize_cuda() {
+  c10::cuda::device_synchronize();
+}
+
+bool capturing_cuda() {
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
 }
 
 const Backend& cuda_backend() {
@@ -29,6 +39,8 @@ const Backend& cuda_backend() {
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
       /*parallel_chunks=*/false,
+      synchronize_cuda,
+      capturing_cuda,
       /*contiguous_forward_weight=*/false,
   };
   return backend;

@@ -231,8 +231,10 @@ struct MmaBlock {
   // The lane's sums again, one product at a time in float32, skipping
   // operands outside the image: torch's sums where the tile's zero fills
   // met a non-finite operand.
-  C10_HOST_DEVICE static void exact_sums(const View& v, const TileCoord<index_t>& t, Thread& s,
-                                         int warp, int lane) {
+  // Not inlined: it runs only for such tiles, and inlined its registers
+  // made the sm80 build of the MMA loop spill.
+  C10_HOST_DEVICE C10_NOINLINE static void exact_sums(const View& v, const TileCoord<index_t>& t,
+                                                      Thread& s, int warp, int lane) {
     const int row_base = warp % Shape::WARPS_M * Shape::WM;
     const int col_base = warp / Shape::WARPS_M * Shape::WN;
     for (int mi = 0; mi < MI; ++mi) {
