@@ -19,7 +19,7 @@ endif
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= $(shell nproc)
 
-.PHONY: venv build test bench sanitize gpu-check clean
+.PHONY: venv build test bench sanitize ptxas gpu-check clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,11 @@ sanitize: venv
 
 bench: build
 	$(BIN)/python bench/benchmark.py
+
+# ptxas's registers and spills of the implicit-GEMM kernels for the
+# architectures built by default; fails if a tensor-core kernel spills.
+ptxas: venv
+	for arch in 80 90; do $(BIN)/python scripts/ptxas_report.py --arch $$arch || exit 1; done
 
 # On a machine with a GPU, from a fresh checkout; uses the machine's python3.
 gpu-check:

@@ -4,9 +4,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <optional>
 #include <type_traits>
 #include <utility>
+
+#include "kernels/implicit_gemm.h"
 
 namespace torch_tconv {
 
@@ -18,6 +21,21 @@ using index_type = std::decay_t<decltype(std::declval<G>().batch)>;
 template <typename scalar_t>
 const scalar_t* bias_ptr(const std::optional<at::Tensor>& bias) {
   return bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+}
+
+// The layout of a batched activation tensor (N, C, spatial...) that is
+// contiguous, or channels-last contiguous (see ActivationLayout).
+template <typename index_t>
+ActivationLayout<index_t> layout_of(const at::Tensor& t) {
+  const int64_t channels = t.size(1);
+  const int64_t positions = t.numel() / std::max<int64_t>(t.size(0) * channels, 1);
+  if (t.is_contiguous()) {
+    return {static_cast<index_t>(channels * positions), static_cast<index_t>(positions), 1};
+  }
+  TORCH_INTERNAL_ASSERT(t.is_contiguous(t.dim() == 5 ? at::MemoryFormat::ChannelsLast3d
+                                                      : at::MemoryFormat::ChannelsLast),
+                        "torch_tconv: an activation neither contiguous nor channels-last");
+  return {static_cast<index_t>(channels * positions), 1, static_cast<index_t>(channels)};
 }
 
 // The dtypes every kernel is instantiated for.

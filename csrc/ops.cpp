@@ -62,18 +62,26 @@ class WindowedOutput {
   at::Tensor opmath_sums_;  // one sample's sums where the output dtype is narrower
 };
 
+// The run_* functions take the activations in their own layout (see
+// Problem::batched): the implicit GEMMs read channels-last tensors as they
+// are, the other paths make them contiguous. Every result is contiguous,
+// whatever the path, as the fake kernels say: a compiled graph indexes the
+// results by the fake kernels' strides.
+
 at::Tensor run_forward(const Backend& backend, const Problem& problem, const Plan& plan,
-                       const at::Tensor& x, const at::Tensor& w,
+                       const at::Tensor& input, const at::Tensor& w,
                        const std::optional<at::Tensor>& b) {
   const Geometry& g = problem.geometry;
+  if (plan.path == Path::kPhase) {
+    at::Tensor out = at::empty(problem.output_shape(), input.options());
+    if (out.numel() != 0) backend.phase_forward(input, w, b, out, g, plan.config);
+    return out;
+  }
+  const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty(problem.output_shape(), x.options());
   if (out.numel() == 0) return out;
   if (plan.direct) {
     backend.direct_forward(x, w, b, out, g, plan.config);
-    return out;
-  }
-  if (plan.path == Path::kPhase) {
-    backend.phase_forward(x, w, b, out, g, plan.config);
     return out;
   }
   const at::Tensor w_t = forward_weight(backend, w, g, plan.column_dtype);
@@ -91,16 +99,20 @@ at::Tensor run_forward(const Backend& backend, const Problem& problem, const Pla
 }
 
 at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const Plan& plan,
-                          const at::Tensor& gy, const at::Tensor& w) {
+                          const at::Tensor& grad_output, const at::Tensor& w) {
   const Geometry& g = problem.geometry;
+  if (plan.path == Path::kPhase) {
+    at::Tensor grad_input = at::empty(problem.input_shape(), grad_output.options());
+    if (grad_input.numel() != 0) {
+      backend.implicit_input_grad(grad_output, w, grad_input, g, plan.config);
+    }
+    return grad_input;
+  }
+  const at::Tensor gy = grad_output.contiguous();
   at::Tensor grad_input = at::empty(problem.input_shape(), gy.options());
   if (grad_input.numel() == 0) return grad_input;
   if (plan.direct) {
     backend.direct_input_grad(gy, w, grad_input, g, plan.config);
-    return grad_input;
-  }
-  if (plan.path == Path::kPhase) {
-    backend.implicit_input_grad(gy, w, grad_input, g, plan.config);
     return grad_input;
   }
   const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);
@@ -112,13 +124,21 @@ at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const 
 }
 
 at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const Plan& plan,
-                           const at::Tensor& x, const at::Tensor& gy) {
+                           const at::Tensor& input, const at::Tensor& grad_output) {
   const Geometry& g = problem.geometry;
-  if (x.numel() == 0 || gy.numel() == 0) return at::zeros(problem.weight_shape(), x.options());
-  if (plan.direct || plan.path == Path::kPhase) {
+  if (input.numel() == 0 || grad_output.numel() == 0) {
+    return at::zeros(problem.weight_shape(), input.options());
+  }
+  if (plan.path == Path::kPhase) {
+    at::Tensor grad_weight = at::empty(problem.weight_shape(), input.options());
+    backend.implicit_weight_grad(input, grad_output, grad_weight, g, plan.config);
+    return grad_weight;
+  }
+  const at::Tensor x = input.contiguous();
+  const at::Tensor gy = grad_output.contiguous();
+  if (plan.direct) {
     at::Tensor grad_weight = at::empty(problem.weight_shape(), x.options());
-    (plan.direct ? backend.direct_weight_grad : backend.implicit_weight_grad)(x, gy, grad_weight,
-                                                                              g, plan.config);
+    backend.direct_weight_grad(x, gy, grad_weight, g, plan.config);
     return grad_weight;
   }
   WeightGradSum sum(g, x, plan);
@@ -131,13 +151,15 @@ at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const
 
 // Both gradients, one im2col of grad_output per chunk serving both GEMMs.
 std::tuple<at::Tensor, at::Tensor> run_backward(
-    const Backend& backend, const Problem& problem, const Plan& plan, const at::Tensor& gy,
-    const at::Tensor& x, const at::Tensor& w) {
-  if (x.numel() == 0 || gy.numel() == 0 || plan.path != Path::kGemm) {
+    const Backend& backend, const Problem& problem, const Plan& plan,
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& w) {
+  if (input.numel() == 0 || grad_output.numel() == 0 || plan.path != Path::kGemm) {
     // Nothing to share: each gradient as its own op computes it.
-    return {run_input_grad(backend, problem, plan, gy, w),
-            run_weight_grad(backend, problem, plan, x, gy)};
+    return {run_input_grad(backend, problem, plan, grad_output, w),
+            run_weight_grad(backend, problem, plan, input, grad_output)};
   }
+  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor x = input.contiguous();
   const Geometry& g = problem.geometry;
   at::Tensor grad_input = at::empty(problem.input_shape(), x.options());
   const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);

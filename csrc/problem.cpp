@@ -84,7 +84,8 @@ std::vector<int64_t> Problem::weight_shape() const {
 }
 
 at::Tensor Problem::batched(const at::Tensor& t) const {
-  return (unbatched ? t.unsqueeze(0) : t).contiguous();
+  const at::Tensor b = unbatched ? t.unsqueeze(0) : t;
+  return b.contiguous(b.suggest_memory_format());
 }
 
 at::Tensor Problem::as_given(const at::Tensor& t) const {

@@ -28,7 +28,9 @@ struct Problem {
   std::vector<int64_t> output_shape() const;  // (N, C_out, out...)
   std::vector<int64_t> weight_shape() const;  // (C_in, C_out/groups, kernel...)
 
-  // t with the batch dim, contiguous: what the kernels take.
+  // t with the batch dim, dense in its own memory format: channels-last
+  // where t is, else contiguous. The implicit GEMMs read both directly; the
+  // other paths make it contiguous.
   at::Tensor batched(const at::Tensor& t) const;
   // A result of the batched problem as the caller's tensors were: without
   // the batch dim for an unbatched problem.

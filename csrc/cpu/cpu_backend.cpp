@@ -347,7 +347,8 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
       implicit_gemm_cpu<scalar_t>(
           PhaseForwardGemm<scalar_t, index_t>{
               input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-              bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase_of(g, p)},
+              bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase_of(g, p),
+              layout_of<index_t>(input), layout_of<index_t>(out)},
           config);
     }
   });
@@ -358,10 +359,12 @@ void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& we
                              const Config& config) {
   dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
+    using index_t = index_type<decltype(g)>;
     implicit_gemm_cpu<scalar_t>(
-        InputGradGemm<scalar_t, index_type<decltype(g)>>{
+        InputGradGemm<scalar_t, index_t>{
             grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-            grad_input.mutable_data_ptr<scalar_t>(), g},
+            grad_input.mutable_data_ptr<scalar_t>(), g,
+            layout_of<index_t>(grad_output), layout_of<index_t>(grad_input)},
         config);
   });
 }
@@ -371,10 +374,12 @@ void implicit_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_ou
                               const Config& config) {
   dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
+    using index_t = index_type<decltype(g)>;
     implicit_gemm_cpu<scalar_t>(
-        WeightGradGemm<scalar_t, index_type<decltype(g)>>{
+        WeightGradGemm<scalar_t, index_t>{
             input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
-            grad_weight.mutable_data_ptr<scalar_t>(), g},
+            grad_weight.mutable_data_ptr<scalar_t>(), g,
+            layout_of<index_t>(input), layout_of<index_t>(grad_output)},
         config);
   });
 }

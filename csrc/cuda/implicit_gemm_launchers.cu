@@ -192,7 +192,8 @@ void phase_forward(const at::Tensor& input, const at::Tensor& weight,
         implicit_gemm_cuda<scalar_t>(
             PhaseForwardGemm<scalar_t, index_t>{
                 input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-                bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase_of(g, p)},
+                bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase_of(g, p),
+              layout_of<index_t>(input), layout_of<index_t>(out)},
             config);
       }
     });
@@ -205,10 +206,12 @@ void implicit_input_grad(const at::Tensor& grad_output, const at::Tensor& weight
   if (grad_input.numel() == 0) return;
   TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "implicit_input_grad_cuda", [&] {
     dispatch_index_type(geometry, config, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
       implicit_gemm_cuda<scalar_t>(
-          InputGradGemm<scalar_t, index_type<decltype(g)>>{
+          InputGradGemm<scalar_t, index_t>{
               grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-              grad_input.mutable_data_ptr<scalar_t>(), g},
+              grad_input.mutable_data_ptr<scalar_t>(), g,
+            layout_of<index_t>(grad_output), layout_of<index_t>(grad_input)},
           config);
     });
   });
@@ -220,10 +223,12 @@ void implicit_weight_grad(const at::Tensor& input, const at::Tensor& grad_output
   if (grad_weight.numel() == 0) return;
   TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "implicit_weight_grad_cuda", [&] {
     dispatch_index_type(geometry, config, [&](const auto& g) {
+      using index_t = index_type<decltype(g)>;
       implicit_gemm_cuda<scalar_t>(
-          WeightGradGemm<scalar_t, index_type<decltype(g)>>{
+          WeightGradGemm<scalar_t, index_t>{
               input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
-              grad_weight.mutable_data_ptr<scalar_t>(), g},
+              grad_weight.mutable_data_ptr<scalar_t>(), g,
+            layout_of<index_t>(input), layout_of<index_t>(grad_output)},
           config);
     });
   });

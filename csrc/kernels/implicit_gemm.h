@@ -36,6 +36,22 @@
 
 namespace torch_tconv {
 
+// Where element (n, c, position) of an activation tensor (N, C, spatial...)
+// lies, position being the row-major linear index over the spatial dims:
+// n * sample + c * channel + position * step. Contiguous (NCHW):
+// (C * P, P, 1); channels-last (NHWC, NDHWC): (C * P, 1, C). The implicit
+// GEMMs read and write both directly, with no layout conversion.
+template <typename index_t>
+struct ActivationLayout {
+  index_t sample;
+  index_t channel;
+  index_t step;
+
+  C10_HOST_DEVICE index_t offset(index_t n, index_t c, index_t position) const {
+    return n * sample + c * channel + position * step;
+  }
+};
+
 // ---------------------------------------------------------------- forward
 
 template <typename scalar_t, typename index_t>
@@ -46,6 +62,8 @@ struct PhaseForwardGemm {
   scalar_t* c;        // output (N, C_out, out...)
   KernelGeometry<index_t> g;
   Phase<index_t> phase;
+  ActivationLayout<index_t> a_layout;
+  ActivationLayout<index_t> c_layout;
 
   using index_type = index_t;
   using Row = PhaseRow<index_t>;
@@ -71,8 +89,7 @@ struct PhaseForwardGemm {
   C10_HOST_DEVICE index_t a_offset(index_t group, const Row& r, const Depth& d) const {
     const index_t position = phase_input_position(g, phase, r, d.tap);
     if (position < 0) return -1;
-    return (r.n * g.in_channels() + group * g.in_channels_per_group + d.ic) * g.in_numel() +
-           position;
+    return a_layout.offset(r.n, group * g.in_channels_per_group + d.ic, position);
   }
   C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
     return ((group * g.in_channels_per_group + d.ic) * g.out_channels_per_group + col.oc) *
@@ -80,8 +97,8 @@ struct PhaseForwardGemm {
            d.tap.kernel_index;
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
-    return (r.n * g.out_channels() + group * g.out_channels_per_group + col.oc) * g.out_numel() +
-           phase_output_position(g, phase, r);
+    return c_layout.offset(r.n, group * g.out_channels_per_group + col.oc,
+                           phase_output_position(g, phase, r));
   }
   template <typename acc_t>
   C10_HOST_DEVICE acc_t bias(index_t group, const Col& col) const {
@@ -130,6 +147,8 @@ struct InputGradGemm {
   const scalar_t* b;  // weight
   scalar_t* c;        // grad_input (N, C_in, in...)
   KernelGeometry<index_t> g;
+  ActivationLayout<index_t> a_layout;
+  ActivationLayout<index_t> c_layout;
 
   using index_type = index_t;
   struct Row {
@@ -165,7 +184,7 @@ struct InputGradGemm {
   C10_HOST_DEVICE index_t a_offset(index_t group, const Row& r, const Depth& d) const {
     const index_t o = scatter_target(g, r.in.i, d.tap.k);
     if (o < 0) return -1;
-    return (r.n * g.out_channels() + group * g.out_channels_per_group + d.oc) * g.out_numel() + o;
+    return a_layout.offset(r.n, group * g.out_channels_per_group + d.oc, o);
   }
   C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
     return ((group * g.in_channels_per_group + col.ic) * g.out_channels_per_group + d.oc) *
@@ -173,8 +192,7 @@ struct InputGradGemm {
            d.tap.linear;
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
-    return (r.n * g.in_channels() + group * g.in_channels_per_group + col.ic) * g.in_numel() +
-           r.in.linear;
+    return c_layout.offset(r.n, group * g.in_channels_per_group + col.ic, r.in.linear);
   }
   template <typename acc_t>
   C10_HOST_DEVICE acc_t bias(index_t, const Col&) const {
@@ -190,6 +208,8 @@ struct WeightGradGemm {
   const scalar_t* b;  // grad_output (N, C_out, out...)
   scalar_t* c;        // grad_weight (C_in, C_out/groups, k...)
   KernelGeometry<index_t> g;
+  ActivationLayout<index_t> a_layout;
+  ActivationLayout<index_t> b_layout;
 
   using index_type = index_t;
   struct Row {
@@ -221,16 +241,14 @@ struct WeightGradGemm {
   }
 
   C10_HOST_DEVICE index_t a_offset(index_t group, const Row& r, const Depth& d) const {
-    return (d.n * g.in_channels() + group * g.in_channels_per_group + r.ic) * g.in_numel() +
-           d.in.linear;
+    return a_layout.offset(d.n, group * g.in_channels_per_group + r.ic, d.in.linear);
   }
   // grad_output where the depth's input position scatters through the
   // column's tap, if inside the output.
   C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
     const index_t o = scatter_target(g, d.in.i, col.tap.k);
     if (o < 0) return -1;
-    return (d.n * g.out_channels() + group * g.out_channels_per_group + col.oc) * g.out_numel() +
-           o;
+    return b_layout.offset(d.n, group * g.out_channels_per_group + col.oc, o);
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
     return ((group * g.in_channels_per_group + r.ic) * g.out_channels_per_group + col.oc) *
