@@ -82,6 +82,9 @@ LARGE = {
     "k3s1_dilated": dict(shape=(2, 12, 15, 13), weight=(12, 9, 3, 3),
                          params=dict(padding=2, dilation=2)),
     "1d_long": dict(shape=(3, 8, 300), weight=(8, 6, 5), params=dict(stride=3, padding=2)),
+    # Strides over kMaxFusedStride (8): one GEMM per phase instead of one for all.
+    "stride9_per_phase": dict(shape=(2, 5, 7, 6), weight=(5, 4, 11, 3),
+                              params=dict(stride=(9, 2), padding=(2, 1), output_padding=(3, 1))),
     "3d": dict(shape=(2, 6, 5, 6, 7), weight=(6, 11, 3, 2, 3),
                params=dict(stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0))),
 }

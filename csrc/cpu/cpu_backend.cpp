@@ -343,12 +343,21 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
     using index_t = index_type<decltype(g)>;
+    const auto x = input.const_data_ptr<scalar_t>();
+    const auto w = weight.const_data_ptr<scalar_t>();
+    const auto b = bias_ptr<scalar_t>(bias);
+    const auto y = out.mutable_data_ptr<scalar_t>();
+    const auto x_layout = layout_of<index_t>(input);
+    const auto y_layout = layout_of<index_t>(out);
+    if (PhaseTable<index_t>::fits(g)) {
+      const AllPhasesForwardGemm<scalar_t, index_t> all_phases{
+          x, w, b, y, g, phase_table(g), x_layout, y_layout};
+      implicit_gemm_cpu<scalar_t>(all_phases, config);
+      return;
+    }
     for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
       implicit_gemm_cpu<scalar_t>(
-          PhaseForwardGemm<scalar_t, index_t>{
-              input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-              bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(), g, phase_of(g, p),
-              layout_of<index_t>(input), layout_of<index_t>(out)},
+          PhaseForwardGemm<scalar_t, index_t>{x, w, b, y, g, phase_of(g, p), x_layout, y_layout},
           config);
     }
   });

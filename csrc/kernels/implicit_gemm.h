@@ -2,9 +2,11 @@
 // are never materialised, each element of A and B read from the op's own
 // tensors through index arithmetic (no column buffer), per group:
 //
-//   forward, per output phase (phase_tiles.h)
-//     rows (n, m...)  the phase's outputs      cols oc    depth (ic, tap of the phase)
+//   forward, all output phases at once (phase_tiles.h)
+//     rows (n, u...)  input-aligned coords     cols (oc, residue...)   depth (ic, t...)
 //     A = input, B = weight, C = output (+ bias)
+//   or, for strides over kMaxFusedStride, per output phase
+//     rows (n, m...)  the phase's outputs      cols oc    depth (ic, tap of the phase)
 //   input gradient: an ordinary strided convolution of grad_output (gather)
 //     rows (n, i...)  input positions          cols ic    depth (oc, tap)
 //     A = grad_output, B = weight, C = grad_input
@@ -21,8 +23,10 @@
 //   a_offset(group, Row, Depth)                element of A, or -1 where the
 //   b_offset(group, Depth, Col)                operand lies outside the tensor
 //   c_offset(group, Row, Col), bias(group, Col)
-// An offset of -1 stands for an element outside the image: it contributes
-// nothing (the scalar engine skips it; the tensor-core engine loads a zero).
+// An A or B offset of -1 stands for an element outside the image: it
+// contributes nothing (the scalar engine skips it; the tensor-core engine
+// loads a zero). A C offset of -1: a GEMM element that is no output, not
+// stored (AllPhasesForwardGemm).
 //
 // Every C element is written by one tile, or with split-K by one slice each
 // into a workspace that a second pass sums in slice order: no atomics, and
@@ -99,6 +103,113 @@ struct PhaseForwardGemm {
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
     return c_layout.offset(r.n, group * g.out_channels_per_group + col.oc,
                            phase_output_position(g, phase, r));
+  }
+  template <typename acc_t>
+  C10_HOST_DEVICE acc_t bias(index_t group, const Col& col) const {
+    return bias_data ? static_cast<acc_t>(bias_data[group * g.out_channels_per_group + col.oc])
+                     : acc_t(0);
+  }
+};
+
+// The forward for every phase in one GEMM (strides up to kMaxFusedStride):
+//   rows (n, u...)  input-aligned coordinates (see PhaseTable)
+//   cols (oc, r...) output channel, then residue per dim: a tile's columns
+//                   are neighbouring outputs of each channel, and for k = s
+//                   the GEMM is a plain GEMM stored pixel-shuffled
+//   depth (ic, t...) the t-th tap of each dim, up to the most any residue has
+// A residue with fewer taps masks its missing ones in B; a (row, residue)
+// pair outside that residue's outputs is not stored (c_offset -1).
+template <typename scalar_t, typename index_t>
+struct AllPhasesForwardGemm {
+  const scalar_t* a;  // input
+  const scalar_t* b;  // weight
+  const scalar_t* bias_data;
+  scalar_t* c;        // output
+  KernelGeometry<index_t> g;
+  PhaseTable<index_t> phases;
+  ActivationLayout<index_t> a_layout;
+  ActivationLayout<index_t> c_layout;
+
+  using index_type = index_t;
+  struct Row {
+    index_t n;
+    index_t u[kMaxSpatialDims];
+  };
+  struct Col {
+    index_t oc;
+    index_t r[kMaxSpatialDims];
+  };
+  struct Depth {
+    index_t ic;
+    index_t t[kMaxSpatialDims];
+  };
+
+  C10_HOST_DEVICE index_t residues() const { return g.stride[0] * g.stride[1] * g.stride[2]; }
+  C10_HOST_DEVICE index_t taps() const { return phases.taps[0] * phases.taps[1] * phases.taps[2]; }
+
+  C10_HOST_DEVICE index_t rows() const {
+    return g.batch * phases.u_count[0] * phases.u_count[1] * phases.u_count[2];
+  }
+  C10_HOST_DEVICE index_t cols() const { return g.out_channels_per_group * residues(); }
+  C10_HOST_DEVICE index_t depth() const { return g.in_channels_per_group * taps(); }
+
+  C10_HOST_DEVICE Row row(index_t r) const {
+    Row row{};
+    for (int j = kMaxSpatialDims - 1; j >= 0; --j) {
+      row.u[j] = phases.u_begin[j] + r % phases.u_count[j];
+      r /= phases.u_count[j];
+    }
+    row.n = r;
+    return row;
+  }
+  C10_HOST_DEVICE Col col(index_t c) const {
+    Col col{};
+    col.oc = c / residues();
+    index_t residue = c % residues();
+    for (int j = kMaxSpatialDims - 1; j >= 0; --j) {
+      divmod(g.stride_divisor[j], residue, residue, col.r[j]);
+    }
+    return col;
+  }
+  C10_HOST_DEVICE Depth depth_at(index_t k) const {
+    Depth d{};
+    const index_t taps_per_channel = taps();
+    d.ic = k / taps_per_channel;
+    index_t tap = k % taps_per_channel;
+    for (int j = kMaxSpatialDims - 1; j >= 0; --j) {
+      d.t[j] = tap % phases.taps[j];
+      tap /= phases.taps[j];
+    }
+    return d;
+  }
+
+  C10_HOST_DEVICE index_t a_offset(index_t group, const Row& r, const Depth& d) const {
+    index_t position = 0;
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      const index_t i = r.u[j] - d.t[j] * g.in_step[j];
+      if (i < 0 || i >= g.in_size[j]) return -1;
+      position = position * g.in_size[j] + i;
+    }
+    return a_layout.offset(r.n, group * g.in_channels_per_group + d.ic, position);
+  }
+  C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
+    index_t tap = 0;
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      if (d.t[j] >= phases.tap_count[j][col.r[j]]) return -1;
+      tap = tap * g.kernel[j] + phases.first_tap[j][col.r[j]] + d.t[j] * g.tap_step[j];
+    }
+    return ((group * g.in_channels_per_group + d.ic) * g.out_channels_per_group + col.oc) *
+               g.taps() +
+           tap;
+  }
+  C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
+    index_t position = 0;
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      const index_t m = r.u[j] - phases.first_in[j][col.r[j]];
+      if (m < 0 || m >= phases.out_count[j][col.r[j]]) return -1;
+      position = position * g.out_size[j] + col.r[j] + g.stride[j] * m;
+    }
+    return c_layout.offset(r.n, group * g.out_channels_per_group + col.oc, position);
   }
   template <typename acc_t>
   C10_HOST_DEVICE acc_t bias(index_t group, const Col& col) const {
@@ -352,8 +463,10 @@ struct TileStore {
       workspace[slot] = sum;
     } else {
       using scalar_t = std::remove_pointer_t<decltype(view.c)>;
-      view.c[view.c_offset(t.group, r, c)] =
-          static_cast<scalar_t>(sum + view.template bias<acc_t>(t.group, c));
+      const auto offset = view.c_offset(t.group, r, c);
+      if (offset >= 0) {
+        view.c[offset] = static_cast<scalar_t>(sum + view.template bias<acc_t>(t.group, c));
+      }
     }
   }
 };
@@ -373,8 +486,8 @@ C10_HOST_DEVICE inline void split_k_reduce_element(const View& v, const acc_t* w
   const auto col = static_cast<index_t>(e % v.cols());
   const auto c = v.col(col);
   using scalar_t = std::remove_pointer_t<decltype(v.c)>;
-  v.c[v.c_offset(group, v.row(row), c)] =
-      static_cast<scalar_t>(sum + v.template bias<acc_t>(group, c));
+  const auto offset = v.c_offset(group, v.row(row), c);
+  if (offset >= 0) v.c[offset] = static_cast<scalar_t>(sum + v.template bias<acc_t>(group, c));
 }
 
 // ----------------------------------------------------- scalar tile engine

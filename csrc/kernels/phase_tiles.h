@@ -57,6 +57,61 @@ C10_HOST_DEVICE inline Phase<index_t> phase_of(const KernelGeometry<index_t>& g,
   return phase;
 }
 
+// Every phase at once, for strides up to kMaxFusedStride: per dim and
+// residue r, the phase's first tap, their count, the input coordinate of
+// its first output's first tap and its output count (as in Phase). A row u
+// of the fused GEMM (AllPhasesForwardGemm) is an input-aligned coordinate:
+// phase r's output m = u - first_in[r] reads input u - t * in_step through
+// its tap t, the same input for every phase, so that one GEMM computes all
+// phases of a tile and its columns (output channel, residue) hold
+// neighbouring outputs.
+constexpr int kMaxFusedStride = 8;
+
+template <typename index_t>
+struct PhaseTable {
+  index_t first_tap[kMaxSpatialDims][kMaxFusedStride];
+  index_t tap_count[kMaxSpatialDims][kMaxFusedStride];
+  index_t first_in[kMaxSpatialDims][kMaxFusedStride];
+  index_t out_count[kMaxSpatialDims][kMaxFusedStride];
+  index_t taps[kMaxSpatialDims];     // the most taps of any residue
+  index_t u_begin[kMaxSpatialDims];  // the rows' range of u
+  index_t u_count[kMaxSpatialDims];
+
+  static bool fits(const ConvGeometry<index_t>& g) {
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      if (g.stride[j] > kMaxFusedStride) return false;
+    }
+    return true;
+  }
+};
+
+template <typename index_t>
+inline PhaseTable<index_t> phase_table(const KernelGeometry<index_t>& g) {
+  PhaseTable<index_t> table{};
+  for (int j = 0; j < kMaxSpatialDims; ++j) {
+    index_t u_end = 0;
+    bool any = false;
+    for (index_t r = 0; r < g.stride[j]; ++r) {
+      const FirstTap<index_t> first = first_tap_landing_on(g, j, r);
+      const index_t taps =
+          first.k < g.kernel[j] ? (g.kernel[j] - 1 - first.k) / g.tap_step[j] + 1 : 0;
+      const index_t outs =
+          r < g.out_size[j] ? (g.out_size[j] - r + g.stride[j] - 1) / g.stride[j] : 0;
+      table.first_tap[j][r] = first.k;
+      table.tap_count[j][r] = taps;
+      table.first_in[j][r] = first.i;
+      table.out_count[j][r] = outs;
+      table.taps[j] = taps > table.taps[j] ? taps : table.taps[j];
+      if (outs == 0) continue;
+      if (!any || first.i < table.u_begin[j]) table.u_begin[j] = first.i;
+      if (!any || first.i + outs > u_end) u_end = first.i + outs;
+      any = true;
+    }
+    table.u_count[j] = any ? u_end - table.u_begin[j] : 0;
+  }
+  return table;
+}
+
 // A GEMM row of the phase: sample n and the output's index m per dim.
 template <typename index_t>
 struct PhaseRow {
