@@ -73,17 +73,6 @@ std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g)
   return ranges;
 }
 
-// Calls f(scalar_t(), g) with scalar_t the C++ type of `dtype` and g the
-// geometry in the index type the config allows: the one dispatch of every
-// launcher, so that each launcher's body is one lambda deep.
-template <typename F>
-void dispatch_launch(at::ScalarType dtype, const Geometry& geometry, const Config& config,
-                     const F& f) {
-  TORCH_TCONV_DISPATCH(dtype, "torch_tconv_cpu", [&] {
-    dispatch_index_type(geometry, config, [&](const auto& g) { f(scalar_t(), g); });
-  });
-}
-
 // dispatch_launch for passes over a column buffer, which holds scalar_t or
 // scalar_t's op-math type (see column_dtype_cpu): f(scalar_t(), cols, g)
 // with cols the buffer's data, typed accordingly.
@@ -342,24 +331,9 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                        const Geometry& geometry, const Config& config) {
   dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
-    using index_t = index_type<decltype(g)>;
-    const auto x = input.const_data_ptr<scalar_t>();
-    const auto w = weight.const_data_ptr<scalar_t>();
-    const auto b = bias_ptr<scalar_t>(bias);
-    const auto y = out.mutable_data_ptr<scalar_t>();
-    const auto x_layout = layout_of<index_t>(input);
-    const auto y_layout = layout_of<index_t>(out);
-    if (PhaseTable<index_t>::fits(g)) {
-      const AllPhasesForwardGemm<scalar_t, index_t> all_phases{
-          x, w, b, y, g, phase_table(g), x_layout, y_layout};
-      implicit_gemm_cpu<scalar_t>(all_phases, config);
-      return;
-    }
-    for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
-      implicit_gemm_cpu<scalar_t>(
-          PhaseForwardGemm<scalar_t, index_t>{x, w, b, y, g, phase_of(g, p), x_layout, y_layout},
-          config);
-    }
+    for_each_forward_gemm<scalar_t>(input, weight, bias, out, g, [&](const auto& view) {
+      implicit_gemm_cpu<scalar_t>(view, config);
+    });
   });
 }
 
@@ -368,13 +342,8 @@ void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& we
                              const Config& config) {
   dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
-    using index_t = index_type<decltype(g)>;
-    implicit_gemm_cpu<scalar_t>(
-        InputGradGemm<scalar_t, index_t>{
-            grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-            grad_input.mutable_data_ptr<scalar_t>(), g,
-            layout_of<index_t>(grad_output), layout_of<index_t>(grad_input)},
-        config);
+    implicit_gemm_cpu<scalar_t>(input_grad_gemm<scalar_t>(grad_output, weight, grad_input, g),
+                                config);
   });
 }
 
@@ -383,13 +352,8 @@ void implicit_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_ou
                               const Config& config) {
   dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
-    using index_t = index_type<decltype(g)>;
-    implicit_gemm_cpu<scalar_t>(
-        WeightGradGemm<scalar_t, index_t>{
-            input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
-            grad_weight.mutable_data_ptr<scalar_t>(), g,
-            layout_of<index_t>(input), layout_of<index_t>(grad_output)},
-        config);
+    implicit_gemm_cpu<scalar_t>(weight_grad_gemm<scalar_t>(input, grad_output, grad_weight, g),
+                                config);
   });
 }
 

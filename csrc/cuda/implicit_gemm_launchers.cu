@@ -185,26 +185,10 @@ void phase_forward(const at::Tensor& input, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, const at::Tensor& out,
                    const Geometry& geometry, const Config& config) {
   if (out.numel() == 0) return;
-  TORCH_TCONV_DISPATCH(out.scalar_type(), "phase_forward_cuda", [&] {
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      const auto x = input.const_data_ptr<scalar_t>();
-      const auto w = weight.const_data_ptr<scalar_t>();
-      const auto b = bias_ptr<scalar_t>(bias);
-      const auto y = out.mutable_data_ptr<scalar_t>();
-      const auto x_layout = layout_of<index_t>(input);
-      const auto y_layout = layout_of<index_t>(out);
-      if (PhaseTable<index_t>::fits(g)) {
-        const AllPhasesForwardGemm<scalar_t, index_t> all_phases{
-            x, w, b, y, g, phase_table(g), x_layout, y_layout};
-        implicit_gemm_cuda<scalar_t>(all_phases, config);
-        return;
-      }
-      for (index_t p = 0; p < Phase<index_t>::count(g); ++p) {
-        implicit_gemm_cuda<scalar_t>(
-            PhaseForwardGemm<scalar_t, index_t>{x, w, b, y, g, phase_of(g, p), x_layout, y_layout},
-            config);
-      }
+  dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    for_each_forward_gemm<scalar_t>(input, weight, bias, out, g, [&](const auto& view) {
+      implicit_gemm_cuda<scalar_t>(view, config);
     });
   });
 }
@@ -213,16 +197,10 @@ void implicit_input_grad(const at::Tensor& grad_output, const at::Tensor& weight
                          const at::Tensor& grad_input, const Geometry& geometry,
                          const Config& config) {
   if (grad_input.numel() == 0) return;
-  TORCH_TCONV_DISPATCH(grad_input.scalar_type(), "implicit_input_grad_cuda", [&] {
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      implicit_gemm_cuda<scalar_t>(
-          InputGradGemm<scalar_t, index_t>{
-              grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-              grad_input.mutable_data_ptr<scalar_t>(), g,
-            layout_of<index_t>(grad_output), layout_of<index_t>(grad_input)},
-          config);
-    });
+  dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    implicit_gemm_cuda<scalar_t>(input_grad_gemm<scalar_t>(grad_output, weight, grad_input, g),
+                                 config);
   });
 }
 
@@ -230,16 +208,10 @@ void implicit_weight_grad(const at::Tensor& input, const at::Tensor& grad_output
                           const at::Tensor& grad_weight, const Geometry& geometry,
                           const Config& config) {
   if (grad_weight.numel() == 0) return;
-  TORCH_TCONV_DISPATCH(grad_weight.scalar_type(), "implicit_weight_grad_cuda", [&] {
-    dispatch_index_type(geometry, config, [&](const auto& g) {
-      using index_t = index_type<decltype(g)>;
-      implicit_gemm_cuda<scalar_t>(
-          WeightGradGemm<scalar_t, index_t>{
-              input.const_data_ptr<scalar_t>(), grad_output.const_data_ptr<scalar_t>(),
-              grad_weight.mutable_data_ptr<scalar_t>(), g,
-            layout_of<index_t>(input), layout_of<index_t>(grad_output)},
-          config);
-    });
+  dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    implicit_gemm_cuda<scalar_t>(weight_grad_gemm<scalar_t>(input, grad_output, grad_weight, g),
+                                 config);
   });
 }
 

@@ -56,6 +56,15 @@ struct ActivationLayout {
   }
 };
 
+// Element (ic, oc, tap) of a group's part of the weight
+// (C_in, C_out/groups, k...), ic and oc counted within the group.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t weight_offset(const ConvGeometry<index_t>& g, index_t group,
+                                             index_t ic, index_t oc, index_t tap) {
+  return ((group * g.in_channels_per_group + ic) * g.out_channels_per_group + oc) * g.taps() +
+         tap;
+}
+
 // ---------------------------------------------------------------- forward
 
 template <typename scalar_t, typename index_t>
@@ -96,9 +105,7 @@ struct PhaseForwardGemm {
     return a_layout.offset(r.n, group * g.in_channels_per_group + d.ic, position);
   }
   C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
-    return ((group * g.in_channels_per_group + d.ic) * g.out_channels_per_group + col.oc) *
-               g.taps() +
-           d.tap.kernel_index;
+    return weight_offset(g, group, d.ic, col.oc, d.tap.kernel_index);
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
     return c_layout.offset(r.n, group * g.out_channels_per_group + col.oc,
@@ -198,9 +205,7 @@ struct AllPhasesForwardGemm {
       if (d.t[j] >= phases.tap_count[j][col.r[j]]) return -1;
       tap = tap * g.kernel[j] + phases.first_tap[j][col.r[j]] + d.t[j] * g.tap_step[j];
     }
-    return ((group * g.in_channels_per_group + d.ic) * g.out_channels_per_group + col.oc) *
-               g.taps() +
-           tap;
+    return weight_offset(g, group, d.ic, col.oc, tap);
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
     index_t position = 0;
@@ -218,36 +223,21 @@ struct AllPhasesForwardGemm {
   }
 };
 
-// Spatial coordinates of position `linear` of an input-shaped tensor.
+// A linear index over the spatial dims (an input position, a kernel tap)
+// with its coordinates, which the offsets need both of.
 template <typename index_t>
-struct InputPosition {
+struct SpatialIndex {
   index_t linear;
-  index_t i[kMaxSpatialDims];
+  index_t at[kMaxSpatialDims];
 };
 
 template <typename index_t>
-C10_HOST_DEVICE inline InputPosition<index_t> input_position(const KernelGeometry<index_t>& g,
-                                                             index_t linear) {
-  InputPosition<index_t> p{};
+C10_HOST_DEVICE inline SpatialIndex<index_t> spatial_index(
+    index_t linear, const Divisor<index_t> (&sizes)[kMaxSpatialDims]) {
+  SpatialIndex<index_t> p{};
   p.linear = linear;
-  unravel_spatial(linear, g.in_size_divisor, p.i);
+  unravel_spatial(linear, sizes, p.at);
   return p;
-}
-
-// A kernel tap: its linear index and coordinates.
-template <typename index_t>
-struct KernelTap {
-  index_t linear;
-  index_t k[kMaxSpatialDims];
-};
-
-template <typename index_t>
-C10_HOST_DEVICE inline KernelTap<index_t> kernel_tap(const KernelGeometry<index_t>& g,
-                                                     index_t linear) {
-  KernelTap<index_t> t{};
-  t.linear = linear;
-  unravel_spatial(linear, g.kernel_divisor, t.k);
-  return t;
 }
 
 // ---------------------------------------------------------- input gradient
@@ -264,14 +254,14 @@ struct InputGradGemm {
   using index_type = index_t;
   struct Row {
     index_t n;
-    InputPosition<index_t> in;
+    SpatialIndex<index_t> in;
   };
   struct Col {
     index_t ic;
   };
   struct Depth {
     index_t oc;
-    KernelTap<index_t> tap;
+    SpatialIndex<index_t> tap;
   };
 
   C10_HOST_DEVICE index_t rows() const { return g.batch * g.in_numel(); }
@@ -281,26 +271,24 @@ struct InputGradGemm {
   C10_HOST_DEVICE Row row(index_t r) const {
     index_t n, position;
     divmod(g.in_numel_divisor, r, n, position);
-    return {n, input_position(g, position)};
+    return {n, spatial_index(position, g.in_size_divisor)};
   }
   C10_HOST_DEVICE Col col(index_t ic) const { return {ic}; }
   C10_HOST_DEVICE Depth depth_at(index_t k) const {
     index_t oc, tap;
     divmod(g.taps_divisor, k, oc, tap);
-    return {oc, kernel_tap(g, tap)};
+    return {oc, spatial_index(tap, g.kernel_divisor)};
   }
 
   // The gather: grad_output at the position the row's input scatters to
   // through the tap, if it lies inside the output.
   C10_HOST_DEVICE index_t a_offset(index_t group, const Row& r, const Depth& d) const {
-    const index_t o = scatter_target(g, r.in.i, d.tap.k);
+    const index_t o = scatter_target(g, r.in.at, d.tap.at);
     if (o < 0) return -1;
     return a_layout.offset(r.n, group * g.out_channels_per_group + d.oc, o);
   }
   C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
-    return ((group * g.in_channels_per_group + col.ic) * g.out_channels_per_group + d.oc) *
-               g.taps() +
-           d.tap.linear;
+    return weight_offset(g, group, col.ic, d.oc, d.tap.linear);
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
     return c_layout.offset(r.n, group * g.in_channels_per_group + col.ic, r.in.linear);
@@ -328,11 +316,11 @@ struct WeightGradGemm {
   };
   struct Col {
     index_t oc;
-    KernelTap<index_t> tap;
+    SpatialIndex<index_t> tap;
   };
   struct Depth {
     index_t n;
-    InputPosition<index_t> in;
+    SpatialIndex<index_t> in;
   };
 
   C10_HOST_DEVICE index_t rows() const { return g.in_channels_per_group; }
@@ -343,12 +331,12 @@ struct WeightGradGemm {
   C10_HOST_DEVICE Col col(index_t c) const {
     index_t oc, tap;
     divmod(g.taps_divisor, c, oc, tap);
-    return {oc, kernel_tap(g, tap)};
+    return {oc, spatial_index(tap, g.kernel_divisor)};
   }
   C10_HOST_DEVICE Depth depth_at(index_t k) const {
     index_t n, position;
     divmod(g.in_numel_divisor, k, n, position);
-    return {n, input_position(g, position)};
+    return {n, spatial_index(position, g.in_size_divisor)};
   }
 
   C10_HOST_DEVICE index_t a_offset(index_t group, const Row& r, const Depth& d) const {
@@ -357,14 +345,12 @@ struct WeightGradGemm {
   // grad_output where the depth's input position scatters through the
   // column's tap, if inside the output.
   C10_HOST_DEVICE index_t b_offset(index_t group, const Depth& d, const Col& col) const {
-    const index_t o = scatter_target(g, d.in.i, col.tap.k);
+    const index_t o = scatter_target(g, d.in.at, col.tap.at);
     if (o < 0) return -1;
     return b_layout.offset(d.n, group * g.out_channels_per_group + col.oc, o);
   }
   C10_HOST_DEVICE index_t c_offset(index_t group, const Row& r, const Col& col) const {
-    return ((group * g.in_channels_per_group + r.ic) * g.out_channels_per_group + col.oc) *
-               g.taps() +
-           col.tap.linear;
+    return weight_offset(g, group, r.ic, col.oc, col.tap.linear);
   }
   template <typename acc_t>
   C10_HOST_DEVICE acc_t bias(index_t, const Col&) const {

@@ -228,13 +228,11 @@ struct MmaBlock {
     return sh.filled_outside && sh.loaded_nonfinite;
   }
 
-  // The lane's sums again, one product at a time in float32, skipping
-  // operands outside the image: torch's sums where the tile's zero fills
-  // met a non-finite operand.
-  // Not inlined: it runs only for such tiles, and inlined its registers
-  // made the sm80 build of the MMA loop spill.
-  C10_HOST_DEVICE C10_NOINLINE static void exact_sums(const View& v, const TileCoord<index_t>& t,
-                                                      Thread& s, int warp, int lane) {
+  // Calls f(acc, r, c) for each of the lane's accumulators inside the GEMM,
+  // with its GEMM row and column.
+  template <typename F>
+  C10_HOST_DEVICE static void for_each_accumulator(const View& v, const TileCoord<index_t>& t,
+                                                   Thread& s, int warp, int lane, const F& f) {
     const int row_base = warp % Shape::WARPS_M * Shape::WM;
     const int col_base = warp / Shape::WARPS_M * Shape::WN;
     for (int mi = 0; mi < MI; ++mi) {
@@ -243,20 +241,30 @@ struct MmaBlock {
           const FragmentCoord p = mma_c_element(lane, e);
           const index_t r = t.row0 + row_base + mi * kMmaM + p.row;
           const index_t c = t.col0 + col_base + ni * kMmaN + p.col;
-          if (r >= v.rows() || c >= v.cols()) continue;
-          const auto row = v.row(r);
-          const auto col = v.col(c);
-          float sum = 0.f;
-          for (index_t k = t.k_begin; k < t.k_end; ++k) {
-            const auto d = v.depth_at(k);
-            const index_t a = v.a_offset(t.group, row, d);
-            const index_t b = v.b_offset(t.group, d, col);
-            if (a >= 0 && b >= 0) sum += static_cast<float>(v.a[a]) * static_cast<float>(v.b[b]);
-          }
-          s.acc[mi][ni][e] = sum;
+          if (r < v.rows() && c < v.cols()) f(s.acc[mi][ni][e], r, c);
         }
       }
     }
+  }
+
+  // The lane's sums again, one product at a time in float32, skipping
+  // operands outside the image: torch's sums where the tile's zero fills
+  // met a non-finite operand. Not inlined: it runs only for such tiles, and
+  // inlined its registers made the sm80 build of the MMA loop spill.
+  C10_HOST_DEVICE C10_NOINLINE static void exact_sums(const View& v, const TileCoord<index_t>& t,
+                                                      Thread& s, int warp, int lane) {
+    for_each_accumulator(v, t, s, warp, lane, [&](float& acc, index_t r, index_t c) {
+      const auto row = v.row(r);
+      const auto col = v.col(c);
+      float sum = 0.f;
+      for (index_t k = t.k_begin; k < t.k_end; ++k) {
+        const auto d = v.depth_at(k);
+        const index_t a = v.a_offset(t.group, row, d);
+        const index_t b = v.b_offset(t.group, d, col);
+        if (a >= 0 && b >= 0) sum += static_cast<float>(v.a[a]) * static_cast<float>(v.b[b]);
+      }
+      acc = sum;
+    });
   }
 
   // The lane's registers of the MMAs of depth sub-step ks (0 or 16).
@@ -279,20 +287,10 @@ struct MmaBlock {
   }
 
   C10_HOST_DEVICE static void store(const View& v, const TileStore<View, float>& store,
-                                    const TileCoord<index_t>& t, const Thread& s, int warp,
-                                    int lane) {
-    const int row_base = warp % Shape::WARPS_M * Shape::WM;
-    const int col_base = warp / Shape::WARPS_M * Shape::WN;
-    for (int mi = 0; mi < MI; ++mi) {
-      for (int ni = 0; ni < NI; ++ni) {
-        for (int e = 0; e < 4; ++e) {
-          const FragmentCoord p = mma_c_element(lane, e);
-          const index_t r = t.row0 + row_base + mi * kMmaM + p.row;
-          const index_t c = t.col0 + col_base + ni * kMmaN + p.col;
-          if (r < v.rows() && c < v.cols()) store(t, r, v.row(r), c, v.col(c), s.acc[mi][ni][e]);
-        }
-      }
-    }
+                                    const TileCoord<index_t>& t, Thread& s, int warp, int lane) {
+    for_each_accumulator(v, t, s, warp, lane, [&](float& acc, index_t r, index_t c) {
+      store(t, r, v.row(r), c, v.col(c), acc);
+    });
   }
 };
 
