@@ -1,7 +1,7 @@
 """torch_tconv: transposed convolution with its own CPU and CUDA kernels.
 
-Equivalent to ``torch.nn.functional.conv_transpose2d`` and
-``torch.nn.ConvTranspose2d``; see the README for devices and dtypes.
+Equivalent to ``torch.nn.functional.conv_transpose1d/2d/3d`` and
+``torch.nn.ConvTranspose1d/2d/3d``; see the README for devices and dtypes.
 
 Layout of the package:
   _C            the native extension; importing it registers the ops
@@ -10,8 +10,8 @@ Layout of the package:
   _autograd     the ops' backward and jvp formulas, written with the ops themselves
   _vmap         the ops' batching rules, for torch.func.vmap
   backends      the kernels' settings (algorithm, workspace, ...) and flags()
-  functional    conv_transpose2d
-  modules       ConvTranspose2d
+  functional    conv_transpose1d, conv_transpose2d, conv_transpose3d
+  modules       ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 """
 
 import torch  # noqa: F401  (loads libtorch, which _C links against)
@@ -27,10 +27,11 @@ except ImportError as error:  # pragma: no cover - depends on how it was install
     ) from error
 from . import _autograd, _fake, _vmap  # noqa: F401  (registers fake kernels, autograd, vmap)
 from . import backends  # noqa: F401
-from .functional import conv_transpose2d
-from .modules import ConvTranspose2d
+from .functional import conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .modules import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 
-__all__ = ["conv_transpose2d", "ConvTranspose2d", "has_cuda_kernels"]
+__all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+           "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "has_cuda_kernels"]
 
 # The registered ops: the scatter forward, its two gradient faces, both
 # gradients in one pass, and the bias gradient.

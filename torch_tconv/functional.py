@@ -1,12 +1,13 @@
 """Functional interface: the same signatures and semantics as
-``torch.nn.functional.conv_transpose2d``.
+``torch.nn.functional.conv_transpose1d``, ``conv_transpose2d`` and
+``conv_transpose3d``.
 
-Like torch's own functionals, conv_transpose2d honours ``__torch_function__``:
-tensor subclasses and torch.fx's symbolic tracing (whose Proxy is such a
-subclass) see one call of conv_transpose2d, and an FX graph records it as one
-call_function node. During torch.onnx.export the call is handed to
-``F.conv_transpose2d``, whose standard ONNX ConvTranspose node the exporter
-knows, instead of a custom op it has no translation for.
+Like torch's own functionals, they honour ``__torch_function__``: tensor
+subclasses and torch.fx's symbolic tracing (whose Proxy is such a subclass)
+see one call, and an FX graph records it as one call_function node. During
+torch.onnx.export the call is handed to ``F.conv_transpose*d``, whose
+standard ONNX ConvTranspose node the exporter knows, instead of a custom op it
+has no translation for.
 """
 
 import sys
@@ -20,7 +21,7 @@ from . import _C  # noqa: F401  (registers the ops)
 
 IntOrTuple = Union[int, Sequence[int]]
 
-_TORCH_FUNCTIONAL = {2: F.conv_transpose2d}
+_TORCH_FUNCTIONAL = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _is_int(value) -> bool:
@@ -91,6 +92,52 @@ def _conv_transpose(
         input, weight, bias, stride, padding, output_padding, dilation, groups)
 
 
+def _public(function, spatial_dims, input, weight, bias, stride, padding, output_padding,
+            groups, dilation):
+    """The body of each conv_transpose*d: __torch_function__, then the op."""
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(
+            function, (input, weight, bias), input, weight, bias, stride=stride,
+            padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    return _conv_transpose(
+        spatial_dims, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> torch.Tensor:
+    r"""1-D transposed convolution, the adjoint of ``conv1d``; equivalent to
+    ``torch.nn.functional.conv_transpose1d``.
+
+    ``out[n, oc, i*s - p + k*d] += x[n, ic, i] * w[ic, oc', k]`` within each group.
+
+    Args:
+        input: ``(N, C_in, L_in)`` or unbatched ``(C_in, L_in)``.
+        weight: ``(C_in, C_out / groups, k)``.
+        bias: ``(C_out,)`` or None. A bias of another floating dtype is cast
+            to the input's.
+        stride, padding, output_padding, dilation: an int or a 1-tuple, as
+            for ``conv_transpose2d``.
+        groups: splits ``C_in`` and ``C_out`` into ``groups`` independent parts.
+
+    Returns:
+        ``(N, C_out, L_out)`` (or ``(C_out, L_out)``) with
+        ``L_out = (L_in - 1) * s - 2 * p + d * (k - 1) + output_padding + 1``.
+
+    Raises:
+        The types ``F.conv_transpose1d`` raises; each message names the argument.
+    """
+    return _public(conv_transpose1d, 1, input, weight, bias, stride, padding, output_padding,
+                   groups, dilation)
+
+
 def conv_transpose2d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -130,9 +177,41 @@ def conv_transpose2d(
         range or tensors that do not fit together. These are the types
         ``F.conv_transpose2d`` raises; each message names the argument.
     """
-    if has_torch_function_variadic(input, weight, bias):
-        return handle_torch_function(
-            conv_transpose2d, (input, weight, bias), input, weight, bias, stride=stride,
-            padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
-    return _conv_transpose(
-        2, input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _public(conv_transpose2d, 2, input, weight, bias, stride, padding, output_padding,
+                   groups, dilation)
+
+
+def conv_transpose3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> torch.Tensor:
+    r"""3-D transposed convolution, the adjoint of ``conv3d``; equivalent to
+    ``torch.nn.functional.conv_transpose3d``.
+
+    ``out[n, oc, iz*sD - pD + kz*dD, iy*sH - pH + ky*dH, ix*sW - pW + kx*dW]
+    += x[n, ic, iz, iy, ix] * w[ic, oc', kz, ky, kx]`` within each group.
+
+    Args:
+        input: ``(N, C_in, D_in, H_in, W_in)`` or unbatched ``(C_in, D_in, H_in, W_in)``.
+        weight: ``(C_in, C_out / groups, kD, kH, kW)``.
+        bias: ``(C_out,)`` or None. A bias of another floating dtype is cast
+            to the input's.
+        stride, padding, output_padding, dilation: an int or a triple
+            ``(d, h, w)``, as for ``conv_transpose2d``.
+        groups: splits ``C_in`` and ``C_out`` into ``groups`` independent parts.
+
+    Returns:
+        ``(N, C_out, D_out, H_out, W_out)`` (or without N), each size
+        ``(in - 1) * s - 2 * p + d * (k - 1) + output_padding + 1``.
+
+    Raises:
+        The types ``F.conv_transpose3d`` raises; each message names the argument.
+    """
+    return _public(conv_transpose3d, 3, input, weight, bias, stride, padding, output_padding,
+                   groups, dilation)
