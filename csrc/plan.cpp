@@ -28,12 +28,21 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType 
   const int64_t per_row = std::max<int64_t>(per_sample / outer_rows, 1);
   const int64_t threads = at::get_num_threads();
   ChunkPlan plan{};
-  plan.windows = backend.col2im_window != nullptr && per_sample > budget && outer_rows > 1;
+  const int64_t inner = g.in_size[2];
+  plan.windows = backend.col2im_window != nullptr && per_sample > budget &&
+                 (outer_rows > 1 || inner > 1);
   plan.lanes = 1;
-  if (plan.windows) {
+  if (plan.windows && (per_row <= budget || inner == 1)) {
     plan.samples_per_chunk = 1;
     plan.rows_per_window = std::max<int64_t>(budget / per_row, 1);
     plan.buffer_elements = std::min(plan.rows_per_window, outer_rows) * per_row / element;
+  } else if (plan.windows) {
+    // One row alone is over the budget (a long 1-D signal): parts of rows.
+    const int64_t per_position = std::max<int64_t>(per_row / inner, 1);
+    plan.samples_per_chunk = 1;
+    plan.rows_per_window = 1;
+    plan.positions_per_window = std::clamp<int64_t>(budget / per_position, 1, inner);
+    plan.buffer_elements = plan.positions_per_window * per_position / element;
   } else if (backend.parallel_chunks && threads > 1 && per_sample * threads <= budget &&
              g.batch >= threads) {
     plan.lanes = threads;

@@ -20,7 +20,8 @@ namespace torch_tconv {
 // keep the column buffer within the chunk budget (on the CPU about what the
 // caches hold, so that col2im and the gradient GEMMs find the columns just
 // written still in cache), or windows of single samples where the backend
-// supports them and one sample is over the budget.
+// supports them and one sample is over the budget: whole outer input rows,
+// or parts of one row where a row alone is over it.
 //
 // Lanes: on a backend that runs chunks in parallel, each of `lanes` threads
 // takes a contiguous run of chunks of its share of the budget, with its own
@@ -31,6 +32,9 @@ struct ChunkPlan {
   bool windows;
   int64_t samples_per_chunk;    // 1 with windows
   int64_t rows_per_window;      // outer input rows (over the two outer dims)
+  // Where one outer input row alone is over the budget (a long 1-D signal):
+  // windows of this many innermost positions of one row; 0: whole rows.
+  int64_t positions_per_window;
   int64_t lanes;
   int64_t buffer_elements;      // of each lane's column buffer
 };
@@ -52,10 +56,11 @@ Plan make_plan(const Backend& backend, const Problem& problem, const Config& con
 
 // A piece of the problem whose column buffer fits the chunk budget: either
 // whole samples [n0, n0 + g.batch), or, when one sample alone is too large,
-// a window of one sample's outer input rows (flattened over the two outer
-// spatial dims). A window's geometry is the sample's with the input cut to
-// the window: in_size shrunk and padding shifted by the window's start, so
-// that every body sees only the taps whose input lies in the window.
+// a window of one sample's input: outer input rows (flattened over the two
+// outer spatial dims), or part of one row. A window's geometry is the
+// sample's with the input cut to the window: in_size shrunk and padding
+// shifted by the window's start, so that every body sees only the taps whose
+// input lies in the window. Its input positions are contiguous in the sample.
 struct Chunk {
   int64_t n0;
   Geometry g;
@@ -76,32 +81,47 @@ inline Geometry chunk_of(Geometry g, int64_t batch) {
   return g;
 }
 
-// Windows of `rows` outer input rows of sample n, last window first (see
-// the forward in ops.cpp: col2im adds the windows in this order). A window
-// holds whole planes of dim 0 when one plane fits, else rows of one plane.
+// Windows of sample n, last window first (see the forward in ops.cpp:
+// col2im adds the windows in this order): of `rows` outer input rows, or
+// with `positions` > 0 of that many innermost positions of one row. A window
+// of rows holds whole planes of dim 0 when one plane fits, else rows of one
+// plane.
 template <typename F>
-void for_each_window(const Geometry& g, int64_t n, int64_t rows, const F& f) {
+void for_each_window(const Geometry& g, int64_t n, int64_t rows, int64_t positions, const F& f) {
   const int64_t plane = g.in_size[1];
   const int64_t in2 = g.in_size[2];
-  auto emit = [&](int64_t i0, int64_t planes, int64_t i1, int64_t count) {
-    Chunk c{n, chunk_of(g, 1), (i0 * plane + i1) * in2, true};
+  // Input [i0, i0 + planes) x [i1, i1 + count) x [i2, i2 + length).
+  auto emit = [&](int64_t i0, int64_t planes, int64_t i1, int64_t count, int64_t i2,
+                  int64_t length) {
+    Chunk c{n, chunk_of(g, 1), (i0 * plane + i1) * in2 + i2, true};
     c.g.in_size[0] = planes;
     c.g.padding[0] = g.padding[0] - i0 * g.stride[0];
     c.g.in_size[1] = count;
     c.g.padding[1] = g.padding[1] - i1 * g.stride[1];
+    c.g.in_size[2] = length;
+    c.g.padding[2] = g.padding[2] - i2 * g.stride[2];
     f(c);
   };
-  if (rows >= plane) {
+  if (positions > 0) {
+    for (int64_t i0 = g.in_size[0] - 1; i0 >= 0; --i0) {
+      for (int64_t i1 = plane - 1; i1 >= 0; --i1) {
+        for (int64_t end = in2; end > 0; end -= positions) {
+          const int64_t begin = std::max<int64_t>(end - positions, 0);
+          emit(i0, 1, i1, 1, begin, end - begin);
+        }
+      }
+    }
+  } else if (rows >= plane) {
     const int64_t planes = rows / plane;
     for (int64_t end = g.in_size[0]; end > 0; end -= planes) {
       const int64_t begin = std::max<int64_t>(end - planes, 0);
-      emit(begin, end - begin, 0, plane);
+      emit(begin, end - begin, 0, plane, 0, in2);
     }
   } else {
     for (int64_t i0 = g.in_size[0] - 1; i0 >= 0; --i0) {
       for (int64_t end = plane; end > 0; end -= rows) {
         const int64_t begin = std::max<int64_t>(end - rows, 0);
-        emit(i0, 1, begin, end - begin);
+        emit(i0, 1, begin, end - begin, 0, in2);
       }
     }
   }
@@ -150,7 +170,8 @@ void for_each_chunk(const Plan& plan, const Geometry& g, const at::TensorOptions
   const at::Tensor workspace = at::empty({chunks.buffer_elements}, options.dtype(dtype));
   for (int64_t i = 0; i < count; ++i) {
     if (chunks.windows) {
-      for_each_window(g, i, chunks.rows_per_window, [&](const Chunk& c) { run(c, workspace, 0); });
+      for_each_window(g, i, chunks.rows_per_window, chunks.positions_per_window,
+                      [&](const Chunk& c) { run(c, workspace, 0); });
     } else {
       run(whole_samples(i), workspace, 0);
     }

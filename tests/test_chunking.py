@@ -1,5 +1,6 @@
 """The column workspace is bounded by chunking: whole samples per chunk, or
-windows of one sample's input rows when a single sample is over the budget.
+windows of one sample's input rows when a single sample is over the budget,
+or windows of part of a row when one row alone is (a long 1-D signal).
 Windows must not change col2im's sums by a single bit, and every gradient must
 still match the float64 oracle. The window tests run on each backend: the
 CPU's row bodies, the CPU launchers on the element bodies (the CUDA kernels'
@@ -45,11 +46,14 @@ def column_bytes_per_outer_row(x, w, p, dtype):
 
 
 def budgets(x, w, p, dtype):
-    """Budgets that force windows: one outer row, three rows, and one plane of
-    the outermost spatial dim plus a row (whole planes per window in 3-D)."""
+    """Budgets that force windows: one input position (windows of part of a
+    row), two positions, three rows, and one plane of the outermost spatial
+    dim plus a row (whole planes per window in 3-D)."""
     row = column_bytes_per_outer_row(x, w, p, dtype)
     plane = x.shape[-2] if x.dim() == 5 else 1
-    return {"one_row": 1, "three_rows": 3 * row, "plane_and_a_row": (plane + 1) * row}
+    position = row // x.shape[-1]
+    return {"one_position": 1, "two_positions": 2 * position, "three_rows": 3 * row,
+            "plane_and_a_row": (plane + 1) * row}
 
 
 @pytest.fixture
@@ -129,6 +133,40 @@ def test_workspace_is_bounded_whatever_the_image_size(backend):
     ops.conv_transpose_input_grad(gy, w, [96, 80], [2, 2], [1, 1], [1, 1], 1)
     assert _C.last_column_workspace_bytes() <= budget
     ops.conv_transpose_weight_grad(x, gy, [4, 4], [2, 2], [1, 1], [1, 1], 1)
+    assert _C.last_column_workspace_bytes() <= budget
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_a_long_signal_runs_in_bounded_memory(dims, backend):
+    """A vocoder layer (k16 s8) on a long signal, or one very wide image row:
+    one row alone is far over the budget, so windows take part of it; the
+    workspace stays within the budget for the forward and both gradients."""
+    budget = 32 << 10
+    torch_tconv.backends.column_budget_bytes = budget
+    length = 3000
+    g = torch.Generator().manual_seed(0)
+    shape = (1, 16, length) if dims == 1 else (1, 16, 1, length)
+    kernel = (16,) if dims == 1 else (1, 16)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(backend)
+    w = torch.randn(16, 8, *kernel, generator=g, dtype=torch.float64).to(backend)
+    b = torch.randn(8, generator=g, dtype=torch.float64).to(backend)
+    lead = (1,) * (dims - 1)  # a single row in 2-D
+    p = dict(stride=lead + (8,), padding=(0,) * (dims - 1) + (4,), output_padding=(0,) * dims,
+             dilation=(1,) * dims, groups=1)
+    assert 8 * 16 * length * 8 > 50 * budget
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    out = forward(*leaves, p)
+    assert _C.last_column_workspace_bytes() <= budget
+    gy = torch.randn(out.shape, generator=g, dtype=torch.float64).to(backend)
+    got = torch.autograd.grad(out, leaves, gy)
+    oracle_leaves = [t.detach().cpu().requires_grad_() for t in (x, w, b)]
+    expected = REFERENCE[dims](*oracle_leaves, **p)
+    assert_close_to(out, expected, torch.float64, "output")
+    want = torch.autograd.grad(expected, oracle_leaves, gy.cpu())
+    for what, actual, e in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        assert_close_to(actual, e, torch.float64, what)
+    ops.conv_transpose_weight_grad(x.detach(), gy, list(kernel), list(p["stride"]),
+                                   list(p["padding"]), list(p["dilation"]), 1)
     assert _C.last_column_workspace_bytes() <= budget
 
 

@@ -131,8 +131,8 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
   });
 }
 
-// Parallel over the (oc, outer row) rows the window reaches, each loaded,
-// added to and stored back.
+// Parallel over the (oc, outer row) rows the window reaches, whole rows,
+// each loaded, added to and stored back.
 template <typename acc_t, typename col_t, typename index_t>
 void col2im_window_rows(const col_t* c, acc_t* y, int64_t channels,
                         const KernelGeometry<index_t>& g, const WindowReach<index_t>& reach) {
@@ -166,7 +166,9 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
     const scalar_t* c = cols.const_data_ptr<scalar_t>();
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
     const auto reach = window_reach(g);
-    if (config.cpu_row_kernels) {
+    // The row bodies add whole output rows; a window of part of a row (see
+    // for_each_window) reaches part of each, which the element bodies visit.
+    if (config.cpu_row_kernels && reach.column == 0 && reach.columns == g.out_size[2]) {
       if (reach.numel > 0) col2im_window_rows(c, y, out.size(0) * g.out_channels(), g, reach);
       return;
     }

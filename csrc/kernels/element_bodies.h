@@ -64,45 +64,44 @@ C10_HOST_DEVICE inline acc_t col2im_element(
   return col2im_gather(cols, g, n, oc, out, init);
 }
 
-// The outer output rows (flattened over the two outer spatial dims) that the
-// inputs of geometry g reach: [begin, end), empty when begin >= end. For a
-// window of a sample's input rows, these are the rows its col2im visits.
+// The output coordinates of spatial dim j that the inputs of geometry g
+// reach: [begin, end), empty when begin >= end.
 template <typename index_t>
-C10_HOST_DEVICE inline void reached_outer_rows(const ConvGeometry<index_t>& g, index_t& begin,
-                                               index_t& end) {
-  index_t lo[2], hi[2];
-  for (int j = 0; j < 2; ++j) {
-    lo[j] = g.padding[j] > 0 ? 0 : -g.padding[j];
-    hi[j] = (g.in_size[j] - 1) * g.stride[j] - g.padding[j] + (g.kernel[j] - 1) * g.dilation[j];
-    if (hi[j] > g.out_size[j] - 1) hi[j] = g.out_size[j] - 1;
-  }
-  begin = end = 0;
-  if (lo[0] > hi[0] || lo[1] > hi[1]) return;
-  begin = lo[0] * g.out_size[1] + lo[1];
-  end = hi[0] * g.out_size[1] + hi[1] + 1;
+C10_HOST_DEVICE inline void reached_coordinates(const ConvGeometry<index_t>& g, int j,
+                                                index_t& begin, index_t& end) {
+  begin = g.padding[j] > 0 ? 0 : -g.padding[j];
+  end = (g.in_size[j] - 1) * g.stride[j] - g.padding[j] + (g.kernel[j] - 1) * g.dilation[j] + 1;
+  if (end > g.out_size[j]) end = g.out_size[j];
 }
 
-// Where a window's col2im writes (a window of one sample's input rows, g
-// being its geometry): the `span` outer output rows from `begin` that the
-// window reaches (see reached_outer_rows), in every output channel. Element e
-// of that reach, over (oc, outer row, innermost coordinate), is output
-// position begin * out_size[2] + e mod span_numel of channel oc.
+// Where a window's col2im writes (a window of one sample's input, g being
+// its geometry, see for_each_window): the `span` outer output rows (over the
+// two outer spatial dims) from `begin`, and in each the `columns` innermost
+// coordinates from `column`, that the window reaches, in every output
+// channel. Element e of the reach runs over (oc, row, column).
 template <typename index_t>
 struct WindowReach {
   index_t begin;
   index_t span;                  // 0 when the window reaches no output
-  Divisor<index_t> span_numel;   // span * out_size[2]
+  index_t column;
+  index_t columns;
+  Divisor<index_t> span_numel;   // span * columns
+  Divisor<index_t> columns_divisor;
   int64_t numel;                 // elements of the reach
 };
 
 template <typename index_t>
 inline WindowReach<index_t> window_reach(const KernelGeometry<index_t>& g) {
-  index_t begin, end;
-  reached_outer_rows(g, begin, end);
-  if (begin >= end) return {0, 0, Divisor<index_t>(1), 0};
-  const index_t span_numel = (end - begin) * g.out_size[2];
-  return {begin, end - begin, Divisor<index_t>(span_numel),
-          int64_t(g.out_channels()) * span_numel};
+  index_t lo[kMaxSpatialDims], hi[kMaxSpatialDims];
+  for (int j = 0; j < kMaxSpatialDims; ++j) {
+    reached_coordinates(g, j, lo[j], hi[j]);
+    if (lo[j] >= hi[j]) return {0, 0, 0, 0, Divisor<index_t>(1), Divisor<index_t>(1), 0};
+  }
+  const index_t begin = lo[0] * g.out_size[1] + lo[1];
+  const index_t span = (hi[0] - 1) * g.out_size[1] + hi[1] - begin;
+  const index_t columns = hi[2] - lo[2];
+  return {begin, span, lo[2], columns, Divisor<index_t>(span * columns),
+          Divisor<index_t>(columns), int64_t(g.out_channels()) * span * columns};
 }
 
 // Element e of a window's reach after the window's col2im: out_sum, the
@@ -117,9 +116,10 @@ C10_HOST_DEVICE inline void col2im_window_element(
     const KernelGeometry<index_t>& g,
     const WindowReach<index_t>& reach,
     index_t e) {
-  index_t oc, offset, out[kMaxSpatialDims];
+  index_t oc, offset, row, column, out[kMaxSpatialDims];
   divmod(reach.span_numel, e, oc, offset);
-  const index_t position = reach.begin * g.out_size[2] + offset;
+  divmod(reach.columns_divisor, offset, row, column);
+  const index_t position = (reach.begin + row) * g.out_size[2] + reach.column + column;
   unravel_spatial(position, g.out_size_divisor, out);
   const index_t index = oc * g.out_numel() + position;
   out_sum[index] = col2im_gather(cols, g, index_t(0), oc, out, out_sum[index]);
