@@ -98,6 +98,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                    tt::gradient_params(stride, padding, dilation, groups));
       },
       "Validates the fused backward's arguments and returns the shapes of both gradients.");
+  m.def(
+      "padding_for_mode",
+      [](int64_t spatial_dims, const std::string& mode, Ints kernel_size, Ints stride,
+         Ints dilation) {
+        return tt::padding_for_mode(tt::op_name(spatial_dims), mode, kernel_size, stride,
+                                    dilation);
+      },
+      "The ops' (padding, output_padding) for TensorFlow's 'same' or 'valid' padding.");
   m.def("bias_grad_shape", &tt::bias_grad_shape,
         "Validates the bias-gradient op's argument and returns its output shape.");
   // The configuration, as torch_tconv.backends presents it: one dict read and

@@ -76,10 +76,13 @@ void check_params(
     int64_t spatial_dims,
     bool check_output_padding) {
   check_length<int64_t>(op, "stride", p.stride, spatial_dims);
-  check_length<int64_t>(op, "padding", p.padding, spatial_dims);
+  const auto given = static_cast<int64_t>(p.padding_given.size());
+  TORCH_CHECK(given == spatial_dims || given == 2 * spatial_dims, op, ": padding must have ",
+              spatial_dims, " values (one per spatial dim) or ", 2 * spatial_dims,
+              " (the start of each dim, then the end), got padding=", tuple_str(p.padding_given));
   check_length<int64_t>(op, "dilation", p.dilation, spatial_dims);
   check_all(op, "stride", p.stride, /*positive=*/true);
-  check_all(op, "padding", p.padding, /*positive=*/false);
+  check_all(op, "padding", p.padding_given, /*positive=*/false);
   check_all(op, "dilation", p.dilation, /*positive=*/true);
   TORCH_CHECK(p.groups > 0 && p.groups < kParamLimit, op,
                     ": groups must be positive and smaller than 2^31, got groups=", p.groups);
@@ -154,9 +157,8 @@ c10::SymInt channels(const at::Tensor& t, bool unbatched) {
   return t.sym_size(unbatched ? 0 : 1);
 }
 
-// Spatial output size of the forward with output padding 0 and the given
-// extra padding per dim:
-//   (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+// Spatial output size of the forward with the given output padding per dim:
+//   (in - 1) * stride - padding - padding_end + dilation * (kernel - 1) + output_padding + 1
 std::vector<c10::SymInt> transposed_sizes(
     c10::SymIntArrayRef input_size,
     at::IntArrayRef kernel_size,
@@ -165,7 +167,7 @@ std::vector<c10::SymInt> transposed_sizes(
   std::vector<c10::SymInt> out;
   out.reserve(input_size.size());
   for (size_t j = 0; j < input_size.size(); ++j) {
-    out.push_back((input_size[j] - 1) * p.stride[j] - 2 * p.padding[j] +
+    out.push_back((input_size[j] - 1) * p.stride[j] - p.padding[j] - p.padding_end[j] +
                   p.dilation[j] * (kernel_size[j] - 1) + output_padding[j] + 1);
   }
   return out;
@@ -225,7 +227,7 @@ std::vector<c10::SymInt> implied_output_padding(
         op, ": output size ", tuple_str(output_size),
         " cannot be produced from input size ", tuple_str(input_size),
         " with kernel_size=", tuple_str(kernel_size), ", stride=", tuple_str(p.stride),
-        ", padding=", tuple_str(p.padding), ", dilation=", tuple_str(p.dilation),
+        ", padding=", tuple_str(p.padding_given), ", dilation=", tuple_str(p.dilation),
         ": output size in dim ", j, " must lie in [", smallest[j], ", ",
         smallest[j] + (range - 1), "], got ", output_size[j]);
     output_padding.push_back(extra);
@@ -325,9 +327,10 @@ std::vector<c10::SymInt> forward_output_shape(
           op, ": the output would have size ", tuple_str(out_size),
           ", which is not positive; it comes from input of shape ", shape_str(input),
           ", kernel_size=", tuple_str(kernel), ", stride=", tuple_str(p.stride),
-          ", padding=", tuple_str(p.padding), ", dilation=", tuple_str(p.dilation),
+          ", padding=", tuple_str(p.padding_given), ", dilation=", tuple_str(p.dilation),
           " and output_padding=", tuple_str(p.output_padding),
-          " as (in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1");
+          " as (in - 1) * stride - padding at the start - padding at the end"
+          " + dilation * (kernel - 1) + output_padding + 1");
     }
   }
 
@@ -428,16 +431,37 @@ std::vector<c10::SymInt> weight_grad_shape(
   return weight_grad_shape_of(input, grad_output, kernel_size, p, /*check_hyper_params=*/true);
 }
 
+namespace {
+
+// The padding at each end: one value per dim for both, or the starts then
+// the ends. A list of another length is kept whole for check_params to
+// refuse with its message.
+ConvTransposeParams with_padding(ConvTransposeParams p, at::IntArrayRef padding) {
+  const size_t dims = p.stride.size();
+  p.padding_given = padding.vec();
+  if (padding.size() == 2 * dims && dims > 0) {
+    p.padding.assign(padding.begin(), padding.begin() + dims);
+    p.padding_end.assign(padding.begin() + dims, padding.end());
+  } else {
+    p.padding = p.padding_end = padding.vec();
+  }
+  return p;
+}
+
+}  // namespace
+
 ConvTransposeParams forward_params(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
     at::IntArrayRef dilation, int64_t groups) {
-  return {stride.vec(), padding.vec(), output_padding.vec(), dilation.vec(), groups};
+  return with_padding({stride.vec(), {}, {}, output_padding.vec(), dilation.vec(), groups, {}},
+                      padding);
 }
 
 ConvTransposeParams gradient_params(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  return {stride.vec(), padding.vec(), std::vector<int64_t>(stride.size(), 0), dilation.vec(),
-          groups};
+  return with_padding({stride.vec(), {}, {}, std::vector<int64_t>(stride.size(), 0),
+                       dilation.vec(), groups, {}},
+                      padding);
 }
 
 std::pair<std::vector<c10::SymInt>, std::vector<c10::SymInt>> backward_shapes(
@@ -470,6 +494,27 @@ std::vector<c10::SymInt> bias_grad_shape(const at::Tensor& grad_output) {
       op, ": grad_output must be 3-D, 4-D or 5-D, laid out as (N, C_out, *output_size), got "
       "grad_output of shape ", shape_str(grad_output));
   return {grad_output.sym_size(1)};
+}
+
+std::pair<std::vector<int64_t>, std::vector<int64_t>> padding_for_mode(
+    const std::string& op, const std::string& mode, at::IntArrayRef kernel_size,
+    at::IntArrayRef stride, at::IntArrayRef dilation) {
+  TORCH_CHECK_VALUE(mode == "same" || mode == "valid", op,
+                    ": padding must be 'same', 'valid', ints or (start, end) pairs, got padding='",
+                    mode, "'");
+  const auto dims = static_cast<int64_t>(kernel_size.size());
+  check_length(op, "stride", stride, dims);
+  check_length(op, "dilation", dilation, dims);
+  std::vector<int64_t> start(dims), end(dims), output_padding(dims);
+  for (int64_t j = 0; j < dims; ++j) {
+    const int64_t extent = dilation[j] * (kernel_size[j] - 1) + 1;
+    const int64_t overlap = std::max<int64_t>(extent - stride[j], 0);
+    start[j] = mode == "same" ? overlap / 2 : 0;
+    end[j] = mode == "same" ? overlap - start[j] : 0;
+    output_padding[j] = std::max<int64_t>(stride[j] - extent, 0);
+  }
+  start.insert(start.end(), end.begin(), end.end());
+  return {start, output_padding};
 }
 
 }  // namespace torch_tconv

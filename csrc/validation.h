@@ -19,12 +19,21 @@
 namespace torch_tconv {
 
 // Hyper-parameters shared by all five ops. One entry per spatial dim.
+//
+// Padding crops the full output (in - 1) * stride + dilation * (kernel - 1) + 1
+// by `padding` at the start and `padding_end` at the end of each dim. The ops
+// take either one value per dim (both ends, as torch's padding) or two
+// (start values of every dim, then end values): the asymmetric crops of
+// TensorFlow's 'SAME' and of per-side padding.
 struct ConvTransposeParams {
   std::vector<int64_t> stride;
-  std::vector<int64_t> padding;
+  std::vector<int64_t> padding;      // at the start of each dim
+  std::vector<int64_t> padding_end;  // at the end
   std::vector<int64_t> output_padding;
   std::vector<int64_t> dilation;
   int64_t groups;
+  // The ops' padding argument as given (one or two values per dim).
+  std::vector<int64_t> padding_given;
 };
 
 // Parameters of the forward.
@@ -91,5 +100,17 @@ std::vector<c10::SymInt> output_padding_for_size(
     c10::SymIntArrayRef output_size,
     at::IntArrayRef kernel_size,
     const ConvTransposeParams& params);
+
+// The ops' padding (the starts of every dim, then the ends) and output
+// padding that give TensorFlow's conv_transpose padding modes ("same":
+// output = input * stride; "valid": output = input * stride +
+// max(kernel_extent - stride, 0)), kernel_extent = dilation * (kernel - 1) + 1.
+// 'same' crops max(kernel_extent - stride, 0) from the full output, the
+// smaller half at the start as TensorFlow does; where the kernel extent is
+// below the stride, both modes add stride - kernel_extent zeros (bias only)
+// at the end. `op` prefixes the messages.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> padding_for_mode(
+    const std::string& op, const std::string& mode, at::IntArrayRef kernel_size,
+    at::IntArrayRef stride, at::IntArrayRef dilation);
 
 }  // namespace torch_tconv

@@ -17,9 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from . import _C  # noqa: F401  (registers the ops)
+from . import _C  # registers the ops
 
 IntOrTuple = Union[int, Sequence[int]]
+# ints (both ends of each dim, as torch), 'same' or 'valid' (TensorFlow's
+# modes), or one (start, end) pair per dim.
+Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 
 _TORCH_FUNCTIONAL = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -58,7 +61,7 @@ def _conv_transpose(
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
     stride: IntOrTuple,
-    padding: IntOrTuple,
+    padding: Padding,
     output_padding: IntOrTuple,
     groups: int,
     dilation: IntOrTuple,
@@ -77,19 +80,62 @@ def _conv_transpose(
     if not _is_int(groups):
         raise TypeError(f"{op}: groups must be an int, got groups={groups!r}")
     stride = _expand(stride, "stride", spatial_dims, op)
-    padding = _expand(padding, "padding", spatial_dims, op)
     output_padding = _expand(output_padding, "output_padding", spatial_dims, op)
     dilation = _expand(dilation, "dilation", spatial_dims, op)
+    padding, output_padding = _op_padding(padding, output_padding, list(weight.shape[2:]),
+                                          stride, dilation, spatial_dims, op)
     if bias is not None and bias.dtype != input.dtype and bias.is_floating_point():
         # F.conv_transpose2d accepts such a bias on some paths (float64 input,
         # unbatched input on the CPU) and refuses it on others; it is cast to
         # the input's dtype here everywhere, differentiably.
         bias = bias.to(input.dtype)
     if _exporting_to_onnx() and spatial_dims in _TORCH_FUNCTIONAL:
-        return _TORCH_FUNCTIONAL[spatial_dims](
-            input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return _torch_conv_transpose(spatial_dims, input, weight, bias, stride, padding,
+                                     output_padding, groups, dilation)
     return torch.ops.torch_tconv.conv_transpose(
         input, weight, bias, stride, padding, output_padding, dilation, groups)
+
+
+def _op_padding(padding, output_padding: List[int], kernel_size: List[int], stride: List[int],
+                dilation: List[int], spatial_dims: int, op: str):
+    """The ops' padding (one value per dim for both ends, or the starts then
+    the ends) and output padding, from a functional's or module's padding:
+    ints, 'same' or 'valid' (TensorFlow's modes, whose arithmetic is
+    validation.cpp's padding_for_mode), or one (start, end) pair per dim."""
+    if isinstance(padding, str):
+        if any(output_padding):
+            raise ValueError(f"{op}: output_padding must be 0 with padding={padding!r}, "
+                             f"got output_padding={tuple(output_padding)}")
+        return _C.padding_for_mode(spatial_dims, padding, kernel_size, stride, dilation)
+    if isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in padding):
+        pairs = list(padding)
+        if len(pairs) != spatial_dims or not all(
+                isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(v) for v in p)
+                for p in pairs):
+            raise TypeError(
+                f"{op}: padding as (start, end) pairs must have one pair of ints per spatial "
+                f"dim ({spatial_dims}), got padding={padding!r}")
+        return [p[0] for p in pairs] + [p[1] for p in pairs], output_padding
+    return _expand(padding, "padding", spatial_dims, op), output_padding
+
+
+def _torch_conv_transpose(spatial_dims, input, weight, bias, stride, padding, output_padding,
+                          groups, dilation):
+    """The same convolution in torch's own ops, which the ONNX exporters
+    translate: F.conv_transpose*d, with an asymmetric crop as a pad of
+    negative widths (ONNX Pad/Slice)."""
+    conv = _TORCH_FUNCTIONAL[spatial_dims]
+    if len(padding) == spatial_dims:
+        return conv(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    full = conv(input, weight, None, stride, 0, 0, groups, dilation)
+    starts, ends = padding[:spatial_dims], padding[spatial_dims:]
+    widths = []
+    for j in reversed(range(spatial_dims)):  # F.pad: the last dim first
+        widths += [-starts[j], output_padding[j] - ends[j]]
+    out = F.pad(full, widths)
+    if bias is not None:
+        out = out + bias.reshape([-1] + [1] * spatial_dims)
+    return out
 
 
 def _public(function, spatial_dims, input, weight, bias, stride, padding, output_padding,
@@ -108,7 +154,7 @@ def conv_transpose1d(
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     stride: IntOrTuple = 1,
-    padding: IntOrTuple = 0,
+    padding: Padding = 0,
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
@@ -123,8 +169,10 @@ def conv_transpose1d(
         weight: ``(C_in, C_out / groups, k)``.
         bias: ``(C_out,)`` or None. A bias of another floating dtype is cast
             to the input's.
-        stride, padding, output_padding, dilation: an int or a 1-tuple, as
-            for ``conv_transpose2d``.
+        stride, output_padding, dilation: an int or a 1-tuple, as for
+            ``conv_transpose2d``.
+        padding: as for ``conv_transpose2d``: an int or 1-tuple, ``'same'``,
+            ``'valid'`` or ``((start, end),)``.
         groups: splits ``C_in`` and ``C_out`` into ``groups`` independent parts.
 
     Returns:
@@ -143,7 +191,7 @@ def conv_transpose2d(
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     stride: IntOrTuple = 1,
-    padding: IntOrTuple = 0,
+    padding: Padding = 0,
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
@@ -160,17 +208,24 @@ def conv_transpose2d(
         weight: ``(C_in, C_out / groups, kH, kW)``.
         bias: ``(C_out,)`` or None. A bias of another floating dtype is cast
             to the input's.
-        stride, padding, output_padding, dilation: an int or a pair ``(h, w)``.
-            ``padding`` removes that many rows/columns from each side of the
-            full output ``(in - 1) * s + d * (k - 1) + 1``; ``output_padding``
-            adds rows/columns at the far end and must be smaller than
-            ``stride`` or ``dilation``.
+        stride, output_padding, dilation: an int or a pair ``(h, w)``.
+            ``output_padding`` adds rows/columns at the far end and must be
+            smaller than ``stride`` or ``dilation``.
+        padding: an int or a pair ``(h, w)``: that many rows/columns removed
+            from each side of the full output ``(in - 1) * s + d * (k - 1) + 1``;
+            or per side, ``((top, bottom), (left, right))``; or TensorFlow's
+            ``'same'`` (output = input * stride, for any kernel, stride and
+            dilation: the full output cropped by ``max(d * (k - 1) + 1 - s, 0)``,
+            the smaller half at the start) or ``'valid'`` (output = input *
+            stride + ``max(d * (k - 1) + 1 - s, 0)``: the full output); where the
+            kernel's extent is below the stride both add zeros (bias) at the
+            end up to input * stride. With a string, output_padding must be 0.
         groups: splits ``C_in`` and ``C_out`` into ``groups`` independent parts.
 
     Returns:
         ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)``) with
-        ``H_out = (H_in - 1) * sH - 2 * pH + dH * (kH - 1) + output_padding_h + 1``
-        and likewise for ``W_out``.
+        ``H_out = (H_in - 1) * sH - top - bottom + dH * (kH - 1) + output_padding_h + 1``
+        (``top = bottom = pH`` for int padding) and likewise for ``W_out``.
 
     Raises:
         TypeError: an argument of the wrong type. RuntimeError: a value out of
@@ -186,7 +241,7 @@ def conv_transpose3d(
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     stride: IntOrTuple = 1,
-    padding: IntOrTuple = 0,
+    padding: Padding = 0,
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
@@ -202,8 +257,10 @@ def conv_transpose3d(
         weight: ``(C_in, C_out / groups, kD, kH, kW)``.
         bias: ``(C_out,)`` or None. A bias of another floating dtype is cast
             to the input's.
-        stride, padding, output_padding, dilation: an int or a triple
-            ``(d, h, w)``, as for ``conv_transpose2d``.
+        stride, output_padding, dilation: an int or a triple ``(d, h, w)``,
+            as for ``conv_transpose2d``.
+        padding: as for ``conv_transpose2d``: an int or triple, ``'same'``,
+            ``'valid'`` or three ``(start, end)`` pairs.
         groups: splits ``C_in`` and ``C_out`` into ``groups`` independent parts.
 
     Returns:

@@ -12,7 +12,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from .functional import _exporting_to_onnx
+from .functional import _exporting_to_onnx, _op_padding, _torch_conv_transpose
 
 
 def _spatial_output_size(input: Tensor, output_size: List[int], spatial_dims: int) -> List[int]:
@@ -36,27 +36,72 @@ def _spatial_output_size(input: Tensor, output_size: List[int], spatial_dims: in
 torch.fx.wrap("_spatial_output_size")
 
 
+# The constructor arguments the ops' padding lists are resolved from.
+_PADDING_INPUTS = ("padding", "output_padding", "stride", "dilation", "kernel_size")
+
+
 class _ConvTransposeNd:
-    """The forward of ConvTranspose1d/2d/3d (each sets _spatial_dims): TorchScript
-    code that calls the op; during ONNX export, torch.nn's own forward."""
+    """What ConvTranspose1d/2d/3d (each sets _spatial_dims) add to their
+    torch.nn classes: padding may also be 'same', 'valid' or (start, end)
+    pairs, resolved into the ops' lists (_op_padding, _op_output_padding)
+    whenever a parameter they come from is set; the forward is TorchScript
+    code that calls the op; during ONNX export it runs torch's own ops."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None):
+        # torch.nn stores ints; the other forms are set after its constructor.
+        ints = isinstance(padding, int) or (
+            isinstance(padding, (tuple, list)) and all(isinstance(p, int) for p in padding))
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding if ints else 0,
+                         output_padding, groups, bias, dilation, padding_mode, device, dtype)
+        if not ints:
+            self.padding = padding
+        self._resolve_padding()
+
+    def _resolve_padding(self):
+        op = "ConvTranspose" + str(self._spatial_dims) + "d"
+        padding, output_padding = _op_padding(
+            self.padding, list(self.output_padding), list(self.kernel_size), list(self.stride),
+            list(self.dilation), self._spatial_dims, op)
+        self._op_padding: List[int] = list(padding)
+        self._op_output_padding: List[int] = list(output_padding)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in _PADDING_INPUTS and "_op_padding" in self.__dict__:
+            self._resolve_padding()
 
     def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
         if not torch.jit.is_scripting():
             if _exporting_to_onnx():
-                return super().forward(input, output_size)
+                return self._forward_for_onnx(input, output_size)
         spatial: Optional[List[int]] = None
         if output_size is not None:
             spatial = _spatial_output_size(input, output_size, self._spatial_dims)
         return torch.ops.torch_tconv.conv_transpose(
-            input, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-            self.dilation, self.groups, spatial)
+            input, self.weight, self.bias, self.stride, self._op_padding,
+            self._op_output_padding, self.dilation, self.groups, spatial)
+
+    def _forward_for_onnx(self, input, output_size):
+        if len(self._op_padding) == self._spatial_dims:
+            return super().forward(input, output_size)
+        if output_size is not None:
+            raise NotImplementedError(
+                "ConvTranspose" + str(self._spatial_dims) + "d: ONNX export of output_size "
+                "with padding=" + repr(self.padding) + " is not supported")
+        return _torch_conv_transpose(
+            self._spatial_dims, input, self.weight, self.bias, list(self.stride),
+            self._op_padding, self._op_output_padding, self.groups, list(self.dilation))
 
 
 _CONSTRUCTOR_NOTE = """
     The constructor, parameters, default initialisation and ``extra_repr`` are
     those of the ``torch.nn`` class, so state_dicts load in both directions and
     ``isinstance`` against it holds. Only ``padding_mode='zeros'`` exists, as
-    in PyTorch. ``output_size`` in ``forward`` accepts every size the op can
+    in PyTorch. ``padding`` may also be ``'same'``, ``'valid'`` or one
+    ``(start, end)`` pair per dim, as for the functional
+    (``conv_transpose2d`` explains them); the parameters stay the same. ``output_size`` in ``forward`` accepts every size the op can
     produce: from the size with ``output_padding=0`` up to
     ``max(stride, dilation) - 1`` more in each dim (PyTorch's module bounds it
     by the stride alone and so rejects valid sizes of dilated layers); a size
