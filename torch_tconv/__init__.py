@@ -10,6 +10,7 @@ Layout of the package:
   _autograd     the ops' backward and jvp formulas, written with the ops themselves
   _vmap         the ops' batching rules, for torch.func.vmap
   backends      the kernels' settings (algorithm, workspace, ...) and flags()
+  convert       kernels from Keras/TensorFlow and Flax, and back
   functional    conv_transpose1d, conv_transpose2d, conv_transpose3d
   modules       ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 """
@@ -26,7 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on how it was install
         "run from outside the source tree, whose torch_tconv/ would shadow it."
     ) from error
 from . import _autograd, _fake, _vmap  # noqa: F401  (registers fake kernels, autograd, vmap)
-from . import backends  # noqa: F401
+from . import backends, convert  # noqa: F401
 from .functional import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .modules import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 
