@@ -64,16 +64,18 @@ class WindowedOutput {
 
 // The run_* functions take the activations in their own layout (see
 // Problem::batched): the implicit GEMMs read channels-last tensors as they
-// are, the other paths make them contiguous. Every result is contiguous,
-// whatever the path, as the fake kernels say: a compiled graph indexes the
-// results by the fake kernels' strides.
+// are and write their activation-shaped result in Problem::result_format;
+// the other paths make them contiguous and the ops convert their results.
+// Either way the result's format is the fake kernels' (a compiled graph
+// indexes results by the fake kernels' strides).
 
 at::Tensor run_forward(const Backend& backend, const Problem& problem, const Plan& plan,
                        const at::Tensor& input, const at::Tensor& w,
                        const std::optional<at::Tensor>& b) {
   const Geometry& g = problem.geometry;
   if (plan.path == Path::kPhase) {
-    at::Tensor out = at::empty(problem.output_shape(), input.options());
+    at::Tensor out = at::empty(problem.output_shape(),
+                               input.options().memory_format(problem.result_format));
     if (out.numel() != 0) backend.phase_forward(input, w, b, out, g, plan.config);
     return out;
   }
@@ -102,7 +104,8 @@ at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const 
                           const at::Tensor& grad_output, const at::Tensor& w) {
   const Geometry& g = problem.geometry;
   if (plan.path == Path::kPhase) {
-    at::Tensor grad_input = at::empty(problem.input_shape(), grad_output.options());
+    at::Tensor grad_input = at::empty(problem.input_shape(),
+                                      grad_output.options().memory_format(problem.result_format));
     if (grad_input.numel() != 0) {
       backend.implicit_input_grad(grad_output, w, grad_input, g, plan.config);
     }
@@ -209,7 +212,8 @@ at::Tensor conv_transpose(
     return run_forward(backend, problem, make_plan(backend, problem, config, x.scalar_type()), x,
                        w, b);
   };
-  return problem.as_given(run(tuned(backend, OpKind::kForward, problem, x, run)));
+  return problem.as_given(run(tuned(backend, OpKind::kForward, problem, x, run)))
+      .contiguous(problem.result_format);
 }
 
 at::Tensor conv_transpose_input_grad(
@@ -230,7 +234,8 @@ at::Tensor conv_transpose_input_grad(
     return run_input_grad(backend, problem, make_plan(backend, problem, config, gy.scalar_type()),
                           gy, w);
   };
-  return problem.as_given(run(tuned(backend, OpKind::kInputGrad, problem, gy, run)));
+  return problem.as_given(run(tuned(backend, OpKind::kInputGrad, problem, gy, run)))
+      .contiguous(problem.result_format);
 }
 
 at::Tensor conv_transpose_weight_grad(
@@ -274,7 +279,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
                         gy, x, w);
   };
   auto [grad_input, grad_weight] = run(tuned(backend, OpKind::kBackward, problem, x, run));
-  return {problem.as_given(grad_input), grad_weight};
+  return {problem.as_given(grad_input).contiguous(problem.result_format), grad_weight};
 }
 
 at::Tensor conv_transpose_bias_grad(const Backend& backend, const at::Tensor& grad_output) {

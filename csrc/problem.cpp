@@ -83,6 +83,17 @@ std::vector<int64_t> Problem::weight_shape() const {
   return joined({g.in_channels(), g.out_channels_per_group}, spatial(g.kernel, spatial_dims));
 }
 
+// See Problem::result_format.
+at::MemoryFormat result_format_of(const at::Tensor& activation, bool unbatched) {
+  if (unbatched || activation.is_contiguous()) return at::MemoryFormat::Contiguous;
+  const auto channels_last = activation.dim() == 5 ? at::MemoryFormat::ChannelsLast3d
+                                                   : at::MemoryFormat::ChannelsLast;
+  return (activation.dim() == 4 || activation.dim() == 5) &&
+                 activation.is_contiguous(channels_last)
+             ? channels_last
+             : at::MemoryFormat::Contiguous;
+}
+
 at::Tensor Problem::batched(const at::Tensor& t) const {
   const at::Tensor b = unbatched ? t.unsqueeze(0) : t;
   return b.contiguous(b.suggest_memory_format());
@@ -99,8 +110,10 @@ Problem describe_forward(
   auto p = forward_params(stride, padding, output_padding, dilation, groups);
   const auto out_shape = concrete(forward_output_shape(input, weight, bias, p, output_size));
   const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
-  return make_problem(std::move(p), unbatched, input.sizes().vec(), out_shape,
-                      weight.sizes().slice(2));
+  Problem problem = make_problem(std::move(p), unbatched, input.sizes().vec(), out_shape,
+                                 weight.sizes().slice(2));
+  problem.result_format = result_format_of(input, unbatched);
+  return problem;
 }
 
 Problem describe_input_grad(
@@ -109,8 +122,10 @@ Problem describe_input_grad(
   auto p = gradient_params(stride, padding, dilation, groups);
   const auto in_shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
   const bool unbatched = is_unbatched(grad_output, spatial_dims_of(weight));
-  return make_problem(std::move(p), unbatched, in_shape, grad_output.sizes().vec(),
-                      weight.sizes().slice(2));
+  Problem problem = make_problem(std::move(p), unbatched, in_shape, grad_output.sizes().vec(),
+                                 weight.sizes().slice(2));
+  problem.result_format = result_format_of(grad_output, unbatched);
+  return problem;
 }
 
 Problem describe_weight_grad(
@@ -129,8 +144,10 @@ Problem describe_backward(
   auto p = gradient_params(stride, padding, dilation, groups);
   backward_shapes(grad_output, input, weight, p);
   const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
-  return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
-                      weight.sizes().slice(2));
+  Problem problem = make_problem(std::move(p), unbatched, input.sizes().vec(),
+                                 grad_output.sizes().vec(), weight.sizes().slice(2));
+  problem.result_format = result_format_of(grad_output, unbatched);
+  return problem;
 }
 
 }  // namespace torch_tconv

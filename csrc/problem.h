@@ -22,6 +22,11 @@ struct Problem {
   bool unbatched;
   // Of the batched problem.
   Geometry geometry;
+  // The memory format of the activation-shaped result (the forward's output,
+  // the input gradient): channels-last where the batched activation it comes
+  // from (input, grad_output) is channels-last and not also contiguous, as
+  // torch's convolutions do. The fake kernels apply the same rule (_fake.py).
+  at::MemoryFormat result_format = at::MemoryFormat::Contiguous;
 
   // Shapes of the batched problem's tensors.
   std::vector<int64_t> input_shape() const;   // (N, C_in, in...)

@@ -134,10 +134,10 @@ def test_memory_layouts(layout, engine):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["grouped", "3d_strided_dilated"])
-def test_channels_last_is_read_in_place_and_results_are_contiguous(name, device, engine):
-    """Channels-last activations (NHWC, NDHWC) are read as they are; every
-    result is contiguous, as the fake kernels say, whatever the input's
-    layout (a compiled graph indexes results by the fake kernels' strides)."""
+def test_channels_last_is_read_and_written_in_place(name, device, engine):
+    """Channels-last activations (NHWC, NDHWC) are read as they are, and the
+    output and the input gradient are written channels-last, as torch's
+    convolutions return them (and as the fake kernels say)."""
     x, w, b, p = make_case(name, 2, engine, device)
     fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
     x = x.contiguous(memory_format=fmt)
@@ -145,8 +145,9 @@ def test_channels_last_is_read_in_place_and_results_are_contiguous(name, device,
     out = forward_op(*leaves, p)
     gy = torch.randn(out.shape, dtype=torch.float64).to(device, engine).contiguous(memory_format=fmt)
     grads = torch.autograd.grad(out, leaves, gy)
-    for t in (out, *grads):
-        assert t.is_contiguous()
+    assert out.is_contiguous(memory_format=fmt) and not out.is_contiguous()
+    assert grads[0].is_contiguous(memory_format=fmt)
+    assert grads[1].is_contiguous()
     want = oracle(x, w, b, gy, **p)
     for what, actual, expected in zip(("output", "grad_input", "grad_weight", "grad_bias"),
                                       (out, *grads), want):
