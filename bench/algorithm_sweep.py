@@ -78,8 +78,9 @@ def time_setting(timer, fn, input_sets, repeats):
 
 def relative_error(case, s):
     with torch.no_grad():
-        ours = torch_tconv.conv_transpose2d(s.x, s.weight, s.bias, **case.conv_kwargs())
-        reference = F.conv_transpose2d(s.x.double(), s.weight.double(),
+        conv, reference_conv = case.functions()
+        ours = conv(s.x, s.weight, s.bias, **case.conv_kwargs())
+        reference = reference_conv(s.x.double(), s.weight.double(),
                                        None if s.bias is None else s.bias.double(),
                                        **case.conv_kwargs())
     scale = reference.abs().max().item()
@@ -91,7 +92,7 @@ def torch_kernel_names(case, s, limit=4):
     """The CUDA kernels of torch's forward+backward, longest first."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = benchmark.forward_backward_fn(F.conv_transpose2d, case)
+    step = benchmark.forward_backward_fn(case.functions()[1], case)
     step(s)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -107,7 +108,7 @@ def run_case(case, dtype_name, device, timer, repeats):
     input_sets = [benchmark.make_input_set(case, dtype, device) for _ in range(3)]
     row = {"case": case.name, "dtype": dtype_name, "settings": {}}
     for kind, make in (("fwd", benchmark.forward_fn), ("fwd_bwd", benchmark.forward_backward_fn)):
-        reference_ms, _ = time_setting(timer, make(F.conv_transpose2d, case), input_sets, repeats)
+        reference_ms, _ = time_setting(timer, make(case.functions()[1], case), input_sets, repeats)
         row[f"torch_{kind}_ms"] = reference_ms
     for name, flags in settings_for(device, dtype):
         torch_tconv.backends.clear_benchmark_choices()
@@ -119,7 +120,7 @@ def run_case(case, dtype_name, device, timer, repeats):
                 entry["ok"] = math.isfinite(error) and error <= benchmark.TOLERANCE[dtype_name]
                 for kind, make in (("fwd", benchmark.forward_fn),
                                    ("fwd_bwd", benchmark.forward_backward_fn)):
-                    ms, first = time_setting(timer, make(torch_tconv.conv_transpose2d, case),
+                    ms, first = time_setting(timer, make(case.functions()[0], case),
                                              input_sets, repeats)
                     entry[f"{kind}_ms"] = ms
                     entry[f"{kind}_first_ms"] = first

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Times torch_tconv.conv_transpose2d against torch.nn.functional.conv_transpose2d.
+"""Times torch_tconv.conv_transpose1d/2d/3d against torch.nn.functional's.
 
 For every case of a suite of layer shapes taken from real models, and every
 dtype planned for it, the script
@@ -76,32 +76,44 @@ class Case:
     groups: int
     dilation: int
     bias: bool = True
+    # 1: a signal of length W (H unused); 3: a D x H x W volume.
+    dims: int = 2
+    D: int = 1
+    channels_last: bool = False
 
     def conv_kwargs(self):
         return dict(stride=self.stride, padding=self.padding,
                     output_padding=self.output_padding, groups=self.groups,
                     dilation=self.dilation)
 
-    def output_hw(self):
+    def input_sizes(self):
+        return {1: (self.W,), 2: (self.H, self.W), 3: (self.D, self.H, self.W)}[self.dims]
+
+    def output_sizes(self):
         def size(n):
             return ((n - 1) * self.stride - 2 * self.padding
                     + self.dilation * (self.kernel - 1) + self.output_padding + 1)
-        return size(self.H), size(self.W)
+        return tuple(size(n) for n in self.input_sizes())
 
     def weight_shape(self):
-        return (self.C_in, self.C_out // self.groups, self.kernel, self.kernel)
+        return (self.C_in, self.C_out // self.groups) + (self.kernel,) * self.dims
+
+    def functions(self):
+        """(torch_tconv's functional, torch's) for this rank."""
+        return ({1: torch_tconv.conv_transpose1d, 2: torch_tconv.conv_transpose2d,
+                 3: torch_tconv.conv_transpose3d}[self.dims],
+                {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[self.dims])
 
     def forward_flops(self):
         # Every input pixel multiplies one kernel slice per output channel of its group.
-        return (2 * self.N * self.C_in * self.H * self.W
-                * (self.C_out // self.groups) * self.kernel * self.kernel)
+        return (2 * self.N * self.C_in * math.prod(self.input_sizes())
+                * (self.C_out // self.groups) * self.kernel ** self.dims)
 
     def forward_bytes(self, element_size):
         # A lower bound: each of input, weight and output crosses memory once.
-        h_out, w_out = self.output_hw()
-        elements = (self.N * self.C_in * self.H * self.W
+        elements = (self.N * self.C_in * math.prod(self.input_sizes())
                     + math.prod(self.weight_shape())
-                    + self.N * self.C_out * h_out * w_out)
+                    + self.N * self.C_out * math.prod(self.output_sizes()))
         return elements * element_size
 
 
@@ -124,6 +136,14 @@ SUITE = [
     Case("depthwise-g128-32x32", 16, 128, 128, 32, 32, 4, 2, 1, 0, 128, 1),
     # One large image, mostly a memory check.
     Case("large-64to32-512x512", 1, 64, 32, 512, 512, 4, 2, 1, 0, 1, 1),
+    # A HiFi-GAN vocoder upsampler (k16 s8) on 8192 frames, batch 4.
+    Case("vocoder-1d-512to256-k16s8", 4, 512, 256, 1, 8192, 16, 8, 4, 0, 1, 1, dims=1),
+    # A 3-D medical U-Net up-convolution (k2 s2) on a 32^3 volume, batch 2.
+    Case("unet3d-128to64-32cubed", 2, 128, 64, 32, 32, 2, 2, 0, 0, 1, 1, dims=3, D=32),
+    # Channels-last input: the U-Net and decoder layers again.
+    Case("unet-256to128-64x64-nhwc", 8, 256, 128, 64, 64, 2, 2, 0, 0, 1, 1, channels_last=True),
+    Case("decoder-k3s2op1-32x32-nhwc", 16, 128, 64, 32, 32, 3, 2, 1, 1, 1, 1,
+         channels_last=True),
 ]
 # Cases also run in float64 (and in bfloat16 on the CPU, where every case in
 # every extra dtype would make a full run too long).
@@ -239,15 +259,18 @@ class InputSet:
 
 
 def make_input_set(case, dtype, device):
-    def leaf(*shape):
-        return torch.randn(*shape, dtype=dtype, device=device).requires_grad_()
+    def leaf(*shape, layout=torch.contiguous_format):
+        t = torch.randn(*shape, dtype=dtype, device=device)
+        return t.contiguous(memory_format=layout).requires_grad_()
 
-    h_out, w_out = case.output_hw()
+    layout = ({2: torch.channels_last, 3: torch.channels_last_3d}[case.dims]
+              if case.channels_last else torch.contiguous_format)
+    grad_out = torch.randn(case.N, case.C_out, *case.output_sizes(), dtype=dtype, device=device)
     return InputSet(
-        x=leaf(case.N, case.C_in, case.H, case.W),
+        x=leaf(case.N, case.C_in, *case.input_sizes(), layout=layout),
         weight=leaf(*case.weight_shape()),
         bias=leaf(case.C_out) if case.bias else None,
-        grad_out=torch.randn(case.N, case.C_out, h_out, w_out, dtype=dtype, device=device),
+        grad_out=grad_out.contiguous(memory_format=layout),
     )
 
 
@@ -273,9 +296,10 @@ def forward_backward_fn(conv, case):
 
 def forward_error(case, s):
     """Relative max-abs difference of our forward from torch's."""
+    conv, reference_conv = case.functions()
     with torch.no_grad():
-        ours = torch_tconv.conv_transpose2d(s.x, s.weight, s.bias, **case.conv_kwargs())
-        reference = F.conv_transpose2d(s.x, s.weight, s.bias, **case.conv_kwargs())
+        ours = conv(s.x, s.weight, s.bias, **case.conv_kwargs())
+        reference = reference_conv(s.x, s.weight, s.bias, **case.conv_kwargs())
     if ours.shape != reference.shape:
         raise RuntimeError(f"output shape {tuple(ours.shape)}, torch's {tuple(reference.shape)}")
     diff = (ours.double() - reference.double()).abs().max().item()
@@ -470,12 +494,13 @@ def run_case(case, dtype_name, device, timer, policy, ceilings, bandwidth_gbs):
         ceiling = ceilings[dtype_name]["gflops"]
         fwd_bytes = case.forward_bytes(dtype.itemsize)
         flops = case.forward_flops()
-        fwd = time_alternating(timer, forward_fn(torch_tconv.conv_transpose2d, case),
-                               forward_fn(F.conv_transpose2d, case), input_sets, policy)
+        conv, reference_conv = case.functions()
+        fwd = time_alternating(timer, forward_fn(conv, case),
+                               forward_fn(reference_conv, case), input_sets, policy)
         result["fwd"] = {**derived_metrics(fwd[:2], flops, fwd_bytes, ceiling, bandwidth_gbs),
                          "repeats": fwd[2]}
-        ours_fb = forward_backward_fn(torch_tconv.conv_transpose2d, case)
-        torch_fb = forward_backward_fn(F.conv_transpose2d, case)
+        ours_fb = forward_backward_fn(conv, case)
+        torch_fb = forward_backward_fn(reference_conv, case)
         fb = time_alternating(timer, ours_fb, torch_fb, input_sets, policy)
         # The input and weight gradients each cost, and move, what the forward does.
         result["fwd_bwd"] = {**derived_metrics(fb[:2], 3 * flops, 3 * fwd_bytes, ceiling,

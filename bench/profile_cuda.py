@@ -25,13 +25,13 @@ PROFILED = ["dcgan-512to256-4x4", "unet-256to128-64x64", "decoder-k3s2op1-32x32"
 
 
 def profile_case(case, dtype, out):
-    x = torch.randn(case.N, case.C_in, case.H, case.W, device="cuda", dtype=dtype, requires_grad=True)
-    w = torch.randn(case.C_in, case.C_out // case.groups, case.kernel, case.kernel,
-                    device="cuda", dtype=dtype, requires_grad=True)
+    x = torch.randn(case.N, case.C_in, *case.input_sizes(), device="cuda", dtype=dtype,
+                    requires_grad=True)
+    w = torch.randn(*case.weight_shape(), device="cuda", dtype=dtype, requires_grad=True)
     b = torch.randn(case.C_out, device="cuda", dtype=dtype, requires_grad=True)
 
     def step():
-        y = torch_tconv.conv_transpose2d(x, w, b, **case.conv_kwargs())
+        y = case.functions()[0](x, w, b, **case.conv_kwargs())
         torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
 
     for _ in range(3):
