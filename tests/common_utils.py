@@ -209,3 +209,24 @@ def with_layout(values: torch.Tensor, layout: str) -> torch.Tensor:
         return view
     # transposed, or channels_last of a tensor that is not 4-D
     return values.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def onnx_export_and_run(model, x):
+    """Exports model with the TorchScript-based exporter, checks that no
+    torch_tconv op is left in the graph, runs it in onnxruntime on x, and
+    returns (the ONNX op types, onnxruntime's output as a tensor). Skips
+    where onnx or onnxruntime is missing."""
+    import io
+    import warnings
+
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buffer, dynamo=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    assert not any(node.domain.startswith("torch_tconv") for node in proto.graph.node)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return [node.op_type for node in proto.graph.node], torch.from_numpy(out)
