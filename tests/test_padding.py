@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -170,3 +171,64 @@ def test_errors_name_the_argument():
         torch.ops.torch_tconv.conv_transpose(x, w, None, [1, 1], [1, 1, 1], [0, 0], [1, 1], 1)
     with pytest.raises(ValueError, match="padding must be 'same'"):
         torch_tconv.ConvTranspose2d(2, 3, 3, padding="full")
+
+
+TRANSFORM_CASES = [(1, "same"), (2, ((2, 0), (1, 3))), (3, "valid"), (3, ((1, 0), (0, 1), (2, 1)))]
+
+
+def ours_and_reference(dims, padding, stride=2, kernel=3):
+    """Our functional with this padding, and the same map made of torch's
+    own ops (the full output, cropped or extended, plus bias)."""
+    extent = kernel
+    if isinstance(padding, str):
+        overlap = max(extent - stride, 0)
+        starts = [overlap // 2 if padding == "same" else 0] * dims
+        ends = [overlap - starts[0] if padding == "same" else 0] * dims
+        extra = [max(stride - extent, 0)] * dims
+    else:
+        starts, ends, extra = [p[0] for p in padding], [p[1] for p in padding], None
+
+    def ours(x, w, b):
+        return FUNCTIONAL[dims](x, w, b, stride=stride, padding=padding)
+
+    def reference(x, w, b):
+        return cropped_full_output(x, w, b, [stride] * dims, [1] * dims, starts, ends, extra)
+    return ours, reference
+
+
+@pytest.mark.parametrize("dims,padding", TRANSFORM_CASES)
+def test_torch_func_and_forward_mode(dims, padding):
+    """grad, jvp (forward mode), vmap over a batch of inputs, and dual
+    tensors, against the same transforms of the reference map."""
+    from torch.func import grad, jvp, vmap
+
+    ours, reference = ours_and_reference(dims, padding)
+    x, w, b, _, _ = case(dims, 3, 2, 1, size=3, seed=4)
+    tangents = tuple(torch.randn_like(t) for t in (x, w, b))
+    def loss(f):
+        return lambda x, w, b: f(x, w, b).square().sum()
+
+    for argnum in range(3):
+        torch.testing.assert_close(grad(loss(ours), argnums=argnum)(x, w, b),
+                                   grad(loss(reference), argnums=argnum)(x, w, b))
+    torch.testing.assert_close(jvp(ours, (x, w, b), tangents), jvp(reference, (x, w, b), tangents))
+    xs = torch.randn(3, *x.shape, dtype=torch.float64)
+    torch.testing.assert_close(vmap(ours, in_dims=(0, None, None))(xs, w, b),
+                               vmap(reference, in_dims=(0, None, None))(xs, w, b))
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(t, d) for t, d in zip((x, w, b), tangents)]
+        tangent = fwAD.unpack_dual(ours(*duals)).tangent
+    torch.testing.assert_close(tangent, jvp(reference, (x, w, b), tangents)[1])
+
+
+@pytest.mark.parametrize("dims,padding", TRANSFORM_CASES)
+def test_compile_and_export(dims, padding):
+    layer = MODULE[dims](3, 4, 3, stride=2, padding=padding, dtype=torch.float64)
+    x = torch.randn(2, 3, *[4] * dims, dtype=torch.float64)
+    expected = layer(x)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(layer, fullgraph=True)(x), expected)
+    program = torch.export.export(layer, (x,))
+    torch.testing.assert_close(program.module()(x), expected)
+    traced = torch.fx.symbolic_trace(layer, concrete_args={"output_size": None})
+    torch.testing.assert_close(traced(x), expected)
