@@ -48,13 +48,26 @@ Geometry make_geometry(
   return g;
 }
 
+// See Problem::result_format.
+at::MemoryFormat result_format_of(const at::Tensor& activation, bool unbatched) {
+  if (unbatched || activation.is_contiguous()) return at::MemoryFormat::Contiguous;
+  const auto channels_last = activation.dim() == 5 ? at::MemoryFormat::ChannelsLast3d
+                                                   : at::MemoryFormat::ChannelsLast;
+  return (activation.dim() == 4 || activation.dim() == 5) &&
+                 activation.is_contiguous(channels_last)
+             ? channels_last
+             : at::MemoryFormat::Contiguous;
+}
+
+// `activation`: the tensor whose layout the activation-shaped result takes.
 Problem make_problem(ConvTransposeParams params, bool unbatched,
                      const std::vector<int64_t>& input_shape,
-                     const std::vector<int64_t>& output_shape, at::IntArrayRef kernel_size) {
+                     const std::vector<int64_t>& output_shape, at::IntArrayRef kernel_size,
+                     const at::Tensor& activation) {
   const auto spatial_dims = static_cast<int64_t>(kernel_size.size());
   Geometry g = make_geometry(with_batch(input_shape, unbatched),
                              with_batch(output_shape, unbatched), kernel_size, params);
-  return {std::move(params), spatial_dims, unbatched, g};
+  return {std::move(params), spatial_dims, unbatched, g, result_format_of(activation, unbatched)};
 }
 
 std::vector<int64_t> spatial(const int64_t (&sizes)[kMaxSpatialDims], int64_t spatial_dims) {
@@ -83,17 +96,6 @@ std::vector<int64_t> Problem::weight_shape() const {
   return joined({g.in_channels(), g.out_channels_per_group}, spatial(g.kernel, spatial_dims));
 }
 
-// See Problem::result_format.
-at::MemoryFormat result_format_of(const at::Tensor& activation, bool unbatched) {
-  if (unbatched || activation.is_contiguous()) return at::MemoryFormat::Contiguous;
-  const auto channels_last = activation.dim() == 5 ? at::MemoryFormat::ChannelsLast3d
-                                                   : at::MemoryFormat::ChannelsLast;
-  return (activation.dim() == 4 || activation.dim() == 5) &&
-                 activation.is_contiguous(channels_last)
-             ? channels_last
-             : at::MemoryFormat::Contiguous;
-}
-
 at::Tensor Problem::batched(const at::Tensor& t) const {
   const at::Tensor b = unbatched ? t.unsqueeze(0) : t;
   return b.contiguous(b.suggest_memory_format());
@@ -110,10 +112,8 @@ Problem describe_forward(
   auto p = forward_params(stride, padding, output_padding, dilation, groups);
   const auto out_shape = concrete(forward_output_shape(input, weight, bias, p, output_size));
   const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
-  Problem problem = make_problem(std::move(p), unbatched, input.sizes().vec(), out_shape,
-                                 weight.sizes().slice(2));
-  problem.result_format = result_format_of(input, unbatched);
-  return problem;
+  return make_problem(std::move(p), unbatched, input.sizes().vec(), out_shape,
+                      weight.sizes().slice(2), input);
 }
 
 Problem describe_input_grad(
@@ -122,10 +122,8 @@ Problem describe_input_grad(
   auto p = gradient_params(stride, padding, dilation, groups);
   const auto in_shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
   const bool unbatched = is_unbatched(grad_output, spatial_dims_of(weight));
-  Problem problem = make_problem(std::move(p), unbatched, in_shape, grad_output.sizes().vec(),
-                                 weight.sizes().slice(2));
-  problem.result_format = result_format_of(grad_output, unbatched);
-  return problem;
+  return make_problem(std::move(p), unbatched, in_shape, grad_output.sizes().vec(),
+                      weight.sizes().slice(2), grad_output);
 }
 
 Problem describe_weight_grad(
@@ -135,7 +133,7 @@ Problem describe_weight_grad(
   weight_grad_shape(input, grad_output, kernel_size, p);
   const bool unbatched = is_unbatched(input, static_cast<int64_t>(kernel_size.size()));
   return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
-                      kernel_size);
+                      kernel_size, input);
 }
 
 Problem describe_backward(
@@ -144,10 +142,8 @@ Problem describe_backward(
   auto p = gradient_params(stride, padding, dilation, groups);
   backward_shapes(grad_output, input, weight, p);
   const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
-  Problem problem = make_problem(std::move(p), unbatched, input.sizes().vec(),
-                                 grad_output.sizes().vec(), weight.sizes().slice(2));
-  problem.result_format = result_format_of(grad_output, unbatched);
-  return problem;
+  return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
+                      weight.sizes().slice(2), grad_output);
 }
 
 }  // namespace torch_tconv

@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #include "../kernels/mma_tiles.h"
@@ -137,10 +138,18 @@ void run_tiles(const View& v, int64_t depth_step, const Launch& launch) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// Per device, asked once: 0 unknown, 1 yes, 2 no.
+constexpr int kMaxDevices = 64;
+std::atomic<int8_t> g_has_mma_sync[kMaxDevices];
+
 bool device_has_mma_sync() {
+  const int device = c10::cuda::current_device();
+  if (device < kMaxDevices && g_has_mma_sync[device].load() != 0) {
+    return g_has_mma_sync[device].load() == 1;
+  }
   int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
-                                        c10::cuda::current_device()));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (device < kMaxDevices) g_has_mma_sync[device].store(major >= 8 ? 1 : 2);
   return major >= 8;
 }
 
