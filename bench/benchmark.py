@@ -12,7 +12,7 @@ on CUDA a device-to-device copy). Results go to DIR/<date>-<device>.{md,json,png
 or DIR/<date>-<k>-<device>.* when that day already has results there.
 
     python bench/benchmark.py [--device cpu|cuda|all] [--out DIR] [--quick]
-                              [--dtypes float32 ...] [--repeats N]
+                              [--dtypes float32 ...] [--cases TEXT ...] [--repeats N]
 
 ratio = torch time / our time, so a ratio above 1 means torch_tconv is faster.
 See bench/NOTES.md for the method.
@@ -532,10 +532,11 @@ def run_device(device, args):
 
     plan = [(case, dtype) for case in SUITE
             if not args.quick or case.name in QUICK_CASES
+            if not args.cases or any(part in case.name for part in args.cases)
             for dtype in planned_dtypes(case, device)
             if not args.dtypes or dtype in args.dtypes]
     if not plan:
-        warnings.warn(f"{device}: nothing to run for dtypes {args.dtypes}")
+        warnings.warn(f"{device}: nothing to run for dtypes {args.dtypes}, cases {args.cases}")
         return
 
     label = device_label(device)
@@ -755,6 +756,8 @@ def parse_args(argv=None):
                         help="a few small cases with few repeats: a smoke test, not a measurement")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES),
                         help="run only these of each case's planned dtypes")
+    parser.add_argument("--cases", nargs="+", metavar="TEXT",
+                        help="run only the cases whose name contains one of these")
     parser.add_argument("--repeats", type=int,
                         help="fixed number of timed calls per side instead of the adaptive count")
     args = parser.parse_args(argv)

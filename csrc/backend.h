@@ -16,9 +16,10 @@ namespace torch_tconv {
 
 using Geometry = ConvGeometry<int64_t>;
 
-// Tensors are contiguous; `out`-style arguments are written in full. Column
-// buffers have the layout documented in kernels/element_bodies.h, in the
-// dtype given by column_dtype. `config` is the calling op's snapshot (index
+// Tensors are contiguous unless said otherwise; `out`-style arguments are
+// written in full. Column buffers have the layout documented in
+// kernels/element_bodies.h (kernels/pixel_bodies.h for the channels-last
+// passes), in the dtype given by column_dtype. `config` is the calling op's snapshot (index
 // width, CPU row or element bodies).
 struct Backend {
   // out (N, C_out, out...) = col2im(cols) + bias.
@@ -34,6 +35,16 @@ struct Backend {
   // cols = im2col(grad_output (N, C_out, out...)).
   void (*im2col)(const at::Tensor& grad_output, const at::Tensor& cols,
                  const Geometry& g, const Config& config);
+  // The same three passes for channels-last activations, over position-major
+  // column buffers (kernels/pixel_bodies.h); out, grad_output and the window
+  // sums are channels-last. Null where the backend has none: channels-last
+  // tensors are then made contiguous for the passes above.
+  void (*col2im_channels_last)(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+                               const at::Tensor& out, const Geometry& g, const Config& config);
+  void (*col2im_window_channels_last)(const at::Tensor& cols, const at::Tensor& out,
+                                      const Geometry& g, const Config& config);
+  void (*im2col_channels_last)(const at::Tensor& grad_output, const at::Tensor& cols,
+                               const Geometry& g, const Config& config);
   // Direct path (no GEMM, no column buffer).
   void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,
@@ -57,8 +68,8 @@ struct Backend {
   void (*implicit_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
                                const at::Tensor& grad_weight, const Geometry& g,
                                const Config& config);
-  // out (C_out,) = grad_output (N, C_out, ...) summed per channel in the
-  // op-math dtype. Null: ATen's sum does it.
+  // out (C_out,) = grad_output (N, C_out, ...), contiguous or channels-last,
+  // summed per channel in the op-math dtype. Null: ATen's sum does it.
   void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);
   // The dtype of the GEMM operands and column buffers for inputs of `dtype`:
   // the input dtype, whose GEMMs accumulate in float32 (cuBLAS, oneDNN), or

@@ -12,6 +12,7 @@ Config g_config;
 std::atomic<bool> g_bfloat16_gemm_fast{false};
 std::atomic<bool> g_float16_gemm_fast{false};
 thread_local int64_t t_last_workspace_bytes = 0;
+thread_local bool t_last_columns_position_major = false;
 
 }  // namespace
 
@@ -38,8 +39,13 @@ int64_t last_column_workspace_bytes() {
   return t_last_workspace_bytes;
 }
 
-void record_column_workspace_bytes(int64_t bytes) {
+bool last_columns_position_major() {
+  return t_last_columns_position_major;
+}
+
+void record_column_workspace(int64_t bytes, bool position_major) {
   t_last_workspace_bytes = bytes;
+  t_last_columns_position_major = position_major;
 }
 
 }  // namespace torch_tconv

@@ -74,8 +74,10 @@ MachineFacts machine_facts();
 void set_machine_facts(const MachineFacts& facts);
 
 // Bytes of the column workspace that this thread's last GEMM-path call
-// allocated (for tests of the budget).
+// allocated, and whether its columns were position-major (for tests of the
+// budget and of the channels-last passes).
 int64_t last_column_workspace_bytes();
-void record_column_workspace_bytes(int64_t bytes);
+bool last_columns_position_major();
+void record_column_workspace(int64_t bytes, bool position_major);
 
 }  // namespace torch_tconv

@@ -23,23 +23,63 @@ at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype
   return out.view({g.groups, g.in_channels_per_group, n * g.in_numel()});
 }
 
-at::Tensor weight_by_group(const at::Tensor& w, const Geometry& g, at::ScalarType dtype) {
-  return w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()}).to(dtype);
+at::Tensor position_rows(const at::Tensor& t, const Chunk& c) {
+  const int64_t channels = t.size(1);
+  const int64_t positions = t.numel() / (t.size(0) * channels);
+  return t.movedim(1, -1)
+      .view({-1, channels})
+      .narrow(0, c.n0 * positions + c.position_begin, c.g.col_width())
+      .view({c.g.col_width(), c.g.groups, channels / c.g.groups})
+      .transpose(0, 1);
 }
 
-void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor& cols,
-                         const at::Tensor& grad_input) {
+namespace {
+
+// The weight (C_in, C_out/G, taps) as (groups, C_in/groups, taps * C_out/G),
+// contiguous, in `dtype`.
+at::Tensor tap_major_weight(const at::Tensor& w, const Geometry& g, at::ScalarType dtype) {
+  return w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group, g.taps()})
+      .transpose(2, 3)
+      .contiguous()
+      .view({g.groups, g.in_channels_per_group, g.taps() * g.out_channels_per_group})
+      .to(dtype);
+}
+
+}  // namespace
+
+at::Tensor input_grad_weight(const at::Tensor& w, const Geometry& g, const Plan& plan) {
+  if (plan.position_major()) {
+    return tap_major_weight(w, g, plan.column_dtype).transpose(1, 2).contiguous();
+  }
+  return w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
+      .to(plan.column_dtype);
+}
+
+void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& plan,
+                         const at::Tensor& cols, const at::Tensor& grad_input) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
   const int64_t positions = g.in_numel();
-  if (is_one_whole_sample(c) && cols.scalar_type() == grad_input.scalar_type()) {
+  const bool same_dtype = cols.scalar_type() == grad_input.scalar_type();
+  if (plan.position_major()) {
+    at::Tensor dx = position_rows(grad_input, c);
+    // One group: the chunk's rows of grad_input are the GEMM's output as
+    // they are, written in place.
+    if (dx.is_contiguous() && same_dtype) {
+      at::bmm_out(dx, cols, w_op);
+    } else {
+      dx.copy_(at::bmm(cols, w_op));
+    }
+    return;
+  }
+  if (is_one_whole_sample(c) && same_dtype) {
     // The GEMM writes the sample in place, with no copy (a kernel launch less
     // on the GPU).
     at::Tensor dx = input_part(grad_input, c).view({g.groups, g.in_channels_per_group, positions});
-    at::bmm_out(dx, w_g, cols);
+    at::bmm_out(dx, w_op, cols);
     return;
   }
-  const at::Tensor dx = at::bmm(w_g, cols);
+  const at::Tensor dx = at::bmm(w_op, cols);
   // (G, C_in/G, n * positions), back to (n, C_in, positions) order.
   input_part(grad_input, c)
       .view({n, g.groups, g.in_channels_per_group, positions})
@@ -47,17 +87,22 @@ void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor
 }
 
 at::Tensor forward_weight(const Backend& backend, const at::Tensor& w, const Geometry& g,
-                          at::ScalarType dtype) {
+                          const Plan& plan) {
+  if (plan.position_major()) return tap_major_weight(w, g, plan.column_dtype);
   at::Tensor w_t =
       w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
-          .to(dtype)
+          .to(plan.column_dtype)
           .transpose(1, 2);
   return backend.contiguous_forward_weight ? w_t.contiguous() : w_t;
 }
 
-void forward_columns(const at::Tensor& w_t, const at::Tensor& x, const Chunk& c,
-                     at::Tensor cols) {
-  at::bmm_out(cols, w_t, group_major(x, c, cols.scalar_type()));
+void forward_columns(const at::Tensor& w_op, const at::Tensor& x, const Chunk& c,
+                     const Plan& plan, at::Tensor cols) {
+  if (plan.position_major()) {
+    at::bmm_out(cols, position_rows(x, c).to(cols.scalar_type()), w_op);
+    return;
+  }
+  at::bmm_out(cols, w_op, group_major(x, c, cols.scalar_type()));
 }
 
 }  // namespace torch_tconv

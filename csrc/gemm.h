@@ -18,37 +18,59 @@ at::Tensor input_part(const at::Tensor& t, const Chunk& c);
 // column dtype.
 at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype);
 
-// The weight as the forward GEMM's operand W_gᵀ (groups, C_out/groups * taps,
-// C_in/groups) in the column dtype: a transposed view, or a contiguous copy
-// where the backend prefers one (see Backend::contiguous_forward_weight).
+// The chunk's rows of a channels-last (N, C, in...) tensor, one per
+// (sample, input position) with its C channels, as (groups, n * positions,
+// C/groups): a view, the position-major GEMMs' activation operand.
+at::Tensor position_rows(const at::Tensor& t, const Chunk& c);
+
+// The weight as the forward GEMM's operand, in the column dtype: with
+// channel-major columns W_gᵀ (groups, C_out/groups * taps, C_in/groups), a
+// transposed view or a contiguous copy where the backend prefers one (see
+// Backend::contiguous_forward_weight); with position-major columns W_g
+// (groups, C_in/groups, taps * C_out/groups), taps outside channels.
 at::Tensor forward_weight(const Backend& backend, const at::Tensor& w, const Geometry& g,
-                          at::ScalarType dtype);
+                          const Plan& plan);
 
 // The chunk's columns from its input. GEMM layout, per group g (batched over
-// groups by bmm):
+// groups by bmm), with channel-major columns:
 //   cols_g (C_out/G * taps, n * in_numel) = W_gᵀ (C_out/G * taps, C_in/G)
 //                                          · X_g (C_in/G, n * in_numel)
-void forward_columns(const at::Tensor& w_t, const at::Tensor& x, const Chunk& c,
-                     at::Tensor cols);
+// and with position-major columns (x channels-last):
+//   cols_g (n * in_numel, taps * C_out/G) = X_rows_g (n * in_numel, C_in/G)
+//                                          · W_g (C_in/G, taps * C_out/G)
+// Each entry is the same dot product over C_in/G either way.
+void forward_columns(const at::Tensor& w_op, const at::Tensor& x, const Chunk& c,
+                     const Plan& plan, at::Tensor cols);
 
-// The weight as the gradients' GEMM operand: (groups, C_in/groups,
-// C_out/groups * taps) in the column dtype.
-at::Tensor weight_by_group(const at::Tensor& w, const Geometry& g, at::ScalarType dtype);
+// The weight as the input gradient's GEMM operand, in the column dtype:
+// with channel-major columns W_g (groups, C_in/groups, C_out/groups * taps);
+// with position-major ones W_gᵀ (groups, taps * C_out/groups, C_in/groups),
+// contiguous.
+at::Tensor input_grad_weight(const at::Tensor& w, const Geometry& g, const Plan& plan);
 
 // The chunk's part of the input gradient, from its columns of grad_output.
-// GEMM layout, per group g (batched over groups by bmm):
+// GEMM layout, per group g (batched over groups by bmm), with channel-major
+// columns:
 //   dX_g (C_in/G, n * positions) = W_g (C_in/G, C_out/G * taps)
 //                                 · cols_g (C_out/G * taps, n * positions)
+// and with position-major ones (grad_input channels-last):
+//   dX_rows_g (n * positions, C_in/G) = cols_g (n * positions, taps * C_out/G)
+//                                      · W_gᵀ (taps * C_out/G, C_in/G)
 // with cols = im2col(grad_output): an ordinary convolution.
-void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor& cols,
-                         const at::Tensor& grad_input);
+void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& plan,
+                         const at::Tensor& cols, const at::Tensor& grad_input);
 
 // The weight gradient, summed over chunks in the op-math dtype: one partial
 // sum per lane of the chunk plan, added up in lane order at the end, so the
 // result does not depend on how the threads were scheduled. GEMM layout, per
-// group g (batched over groups by bmm), for each chunk:
+// group g (batched over groups by bmm), for each chunk, with channel-major
+// columns:
 //   dW_g (C_in/G, C_out/G * taps) += X_g (C_in/G, n * positions)
 //                                   · cols_gᵀ (n * positions, C_out/G * taps)
+// and with position-major ones (x channels-last):
+//   dW_g (C_in/G, taps * C_out/G) += X_rows_gᵀ (C_in/G, n * positions)
+//                                   · cols_g (n * positions, taps * C_out/G)
+// whose result is reordered to the weight's (C_in, C_out/G, kernel...).
 // A problem of one chunk needs no running sum: its GEMM is the gradient. That
 // gives the same bits (the GEMM output, rounded once) and saves zeroing the
 // sum and, for reduced-precision columns, two more passes: on the GPU, three
@@ -56,7 +78,7 @@ void input_grad_of_chunk(const at::Tensor& w_g, const Chunk& c, const at::Tensor
 class WeightGradSum {
  public:
   WeightGradSum(const Geometry& g, const at::Tensor& x, const Plan& plan)
-      : x_(x), col_dtype_(plan.column_dtype) {
+      : g_(g), x_(x), col_dtype_(plan.column_dtype), position_major_(plan.position_major()) {
     const ChunkPlan& chunks = plan.chunks;
     if (chunks.windows || chunks.lanes > 1 || chunks.samples_per_chunk < g.batch) {
       sums_ = at::zeros(
@@ -66,17 +88,19 @@ class WeightGradSum {
   }
 
   void add(const Chunk& c, const at::Tensor& cols, int64_t lane) {
-    const at::Tensor cols_t = cols.transpose(1, 2);
-    const at::Tensor x_g = group_major(x_, c, col_dtype_);
+    const at::Tensor x_op = position_major_
+                                ? position_rows(x_, c).to(col_dtype_).transpose(1, 2)
+                                : group_major(x_, c, col_dtype_);
+    const at::Tensor cols_op = position_major_ ? cols : cols.transpose(1, 2);
     if (!sums_.defined()) {
-      only_chunk_ = at::bmm(x_g, cols_t);
+      only_chunk_ = at::bmm(x_op, cols_op);
       return;
     }
     at::Tensor sum = sums_.select(0, lane);
     if (col_dtype_ == sum.scalar_type()) {
-      sum.baddbmm_(x_g, cols_t);
+      sum.baddbmm_(x_op, cols_op);
     } else {
-      sum.add_(at::bmm(x_g, cols_t));
+      sum.add_(at::bmm(x_op, cols_op));
     }
   }
 
@@ -86,12 +110,20 @@ class WeightGradSum {
       total = sums_.select(0, 0);
       for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
     }
+    if (position_major_) {
+      // (C_in, taps, C_out/G) to the weight's (C_in, C_out/G, taps).
+      total = total.view({g_.in_channels(), g_.taps(), g_.out_channels_per_group})
+                  .transpose(1, 2)
+                  .contiguous();
+    }
     return total.view(shape).to(x_.scalar_type());
   }
 
  private:
+  Geometry g_;
   at::Tensor x_;
   at::ScalarType col_dtype_;
+  bool position_major_;
   at::Tensor sums_;        // (lanes, G, C_in/G, C_out/G * taps), or undefined
   at::Tensor only_chunk_;  // the one chunk's GEMM, when sums_ is undefined
 };

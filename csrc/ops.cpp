@@ -16,7 +16,8 @@ namespace {
 // both gradient GEMMs read.
 void grad_output_columns(const Backend& backend, const Plan& plan, const at::Tensor& grad_output,
                          const Chunk& c, const at::Tensor& cols) {
-  backend.im2col(grad_output.narrow(0, c.n0, c.g.batch), cols, c.g, plan.config);
+  const auto im2col = plan.position_major() ? backend.im2col_channels_last : backend.im2col;
+  im2col(grad_output.narrow(0, c.n0, c.g.batch), cols, c.g, plan.config);
 }
 
 // A sample split into windows of input rows is summed window by window into
@@ -32,7 +33,9 @@ class WindowedOutput {
 
   void add(const Chunk& c, const at::Tensor& cols, const at::Tensor& out_sample) {
     if (c.position_begin + c.g.in_numel() == g_.in_numel()) start(out_sample);
-    backend_.col2im_window(cols, target_, c.g, plan_.config);
+    const auto add_window = plan_.position_major() ? backend_.col2im_window_channels_last
+                                                   : backend_.col2im_window;
+    add_window(cols, target_, c.g, plan_.config);
     if (c.position_begin == 0 && !target_.is_same(out_sample)) out_sample.copy_(target_);
   }
 
@@ -47,8 +50,9 @@ class WindowedOutput {
       target_ = opmath_sums_;
     }
     if (bias_.has_value()) {
-      target_.view({1, g_.out_channels(), g_.out_numel()})
-          .copy_(bias_->view({1, -1, 1}).expand({1, g_.out_channels(), g_.out_numel()}));
+      std::vector<int64_t> channel_shape(target_.dim(), 1);
+      channel_shape[1] = -1;
+      target_.copy_(bias_->view(channel_shape).expand_as(target_));
     } else {
       target_.zero_();
     }
@@ -63,9 +67,10 @@ class WindowedOutput {
 };
 
 // The run_* functions take the activations in their own layout (see
-// Problem::batched): the implicit GEMMs read channels-last tensors as they
-// are and write their activation-shaped result in Problem::result_format;
-// the other paths make them contiguous and the ops convert their results.
+// Problem::batched): the implicit GEMMs, and the GEMM path where its plan
+// says so (Plan::activation_format), read channels-last tensors as they are
+// and write their activation-shaped result in Problem::result_format; the
+// other paths make them contiguous and the ops convert their results.
 // Either way the result's format is the fake kernels' (a compiled graph
 // indexes results by the fake kernels' strides).
 
@@ -79,22 +84,24 @@ at::Tensor run_forward(const Backend& backend, const Problem& problem, const Pla
     if (out.numel() != 0) backend.phase_forward(input, w, b, out, g, plan.config);
     return out;
   }
-  const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(problem.output_shape(), x.options());
+  const at::Tensor x = input.contiguous(plan.activation_format);
+  at::Tensor out =
+      at::empty(problem.output_shape(), x.options().memory_format(plan.activation_format));
   if (out.numel() == 0) return out;
   if (plan.direct) {
     backend.direct_forward(x, w, b, out, g, plan.config);
     return out;
   }
-  const at::Tensor w_t = forward_weight(backend, w, g, plan.column_dtype);
+  const at::Tensor w_op = forward_weight(backend, w, g, plan);
+  const auto col2im = plan.position_major() ? backend.col2im_channels_last : backend.col2im;
   WindowedOutput windowed(backend, plan, g, b);
   for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
-    forward_columns(w_t, x, c, cols);
+    forward_columns(w_op, x, c, plan, cols);
     const at::Tensor out_chunk = out.narrow(0, c.n0, c.g.batch);
     if (c.window) {
       windowed.add(c, cols, out_chunk);
     } else {
-      backend.col2im(cols, b, out_chunk, c.g, plan.config);
+      col2im(cols, b, out_chunk, c.g, plan.config);
     }
   });
   return out;
@@ -111,17 +118,18 @@ at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const 
     }
     return grad_input;
   }
-  const at::Tensor gy = grad_output.contiguous();
-  at::Tensor grad_input = at::empty(problem.input_shape(), gy.options());
+  const at::Tensor gy = grad_output.contiguous(plan.activation_format);
+  at::Tensor grad_input =
+      at::empty(problem.input_shape(), gy.options().memory_format(plan.activation_format));
   if (grad_input.numel() == 0) return grad_input;
   if (plan.direct) {
     backend.direct_input_grad(gy, w, grad_input, g, plan.config);
     return grad_input;
   }
-  const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);
+  const at::Tensor w_op = input_grad_weight(w, g, plan);
   for_each_chunk(plan, g, gy.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
     grad_output_columns(backend, plan, gy, c, cols);
-    input_grad_of_chunk(w_g, c, cols, grad_input);
+    input_grad_of_chunk(w_op, c, plan, cols, grad_input);
   });
   return grad_input;
 }
@@ -137,8 +145,8 @@ at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const
     backend.implicit_weight_grad(input, grad_output, grad_weight, g, plan.config);
     return grad_weight;
   }
-  const at::Tensor x = input.contiguous();
-  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor x = input.contiguous(plan.activation_format);
+  const at::Tensor gy = grad_output.contiguous(plan.activation_format);
   if (plan.direct) {
     at::Tensor grad_weight = at::empty(problem.weight_shape(), x.options());
     backend.direct_weight_grad(x, gy, grad_weight, g, plan.config);
@@ -161,15 +169,16 @@ std::tuple<at::Tensor, at::Tensor> run_backward(
     return {run_input_grad(backend, problem, plan, grad_output, w),
             run_weight_grad(backend, problem, plan, input, grad_output)};
   }
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor x = input.contiguous();
+  const at::Tensor gy = grad_output.contiguous(plan.activation_format);
+  const at::Tensor x = input.contiguous(plan.activation_format);
   const Geometry& g = problem.geometry;
-  at::Tensor grad_input = at::empty(problem.input_shape(), x.options());
-  const at::Tensor w_g = weight_by_group(w, g, plan.column_dtype);
+  at::Tensor grad_input =
+      at::empty(problem.input_shape(), x.options().memory_format(plan.activation_format));
+  const at::Tensor w_op = input_grad_weight(w, g, plan);
   WeightGradSum grad_weight(g, x, plan);
   for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t lane) {
     grad_output_columns(backend, plan, gy, c, cols);
-    input_grad_of_chunk(w_g, c, cols, grad_input);
+    input_grad_of_chunk(w_op, c, plan, cols, grad_input);
     grad_weight.add(c, cols, lane);
   });
   return {grad_input, grad_weight.result(problem.weight_shape())};
@@ -285,7 +294,8 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose_backward(
 at::Tensor conv_transpose_bias_grad(const Backend& backend, const at::Tensor& grad_output) {
   const auto shape = C10_AS_INTARRAYREF_SLOW(bias_grad_shape(grad_output)).vec();
   c10::OptionalDeviceGuard guard(grad_output.device());
-  const at::Tensor gy = grad_output.contiguous();
+  // Contiguous or channels-last, as grad_output comes.
+  const at::Tensor gy = grad_output.contiguous(grad_output.suggest_memory_format());
   at::Tensor out = at::empty(shape, gy.options());
   if (backend.bias_grad != nullptr) {
     backend.bias_grad(gy, out);

@@ -62,10 +62,11 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
                at::ScalarType dtype) {
   const Path path = choose_path(backend, problem.geometry, config);
-  Plan plan{config, path, path == Path::kDirect, dtype, {}};
+  Plan plan{config, path, path == Path::kDirect, dtype, {}, at::MemoryFormat::Contiguous};
   if (path == Path::kGemm) {
     plan.column_dtype = backend.column_dtype(dtype, config);
     plan.chunks = plan_chunks(backend, problem.geometry, plan.column_dtype, config);
+    if (backend.col2im_channels_last != nullptr) plan.activation_format = problem.result_format;
   }
   return plan;
 }

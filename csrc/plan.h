@@ -49,6 +49,15 @@ struct Plan {
   bool direct;                  // path == kDirect
   at::ScalarType column_dtype;  // of the GEMM operands and column buffers
   ChunkPlan chunks;             // the GEMM path's cut of the problem
+  // The memory format of the activations the GEMM path's passes take:
+  // contiguous, or channels-last where the problem's activations are and the
+  // backend has channels-last passes; these read and write them as they are,
+  // over position-major column buffers (kernels/pixel_bodies.h).
+  at::MemoryFormat activation_format;
+
+  bool position_major() const {
+    return activation_format != at::MemoryFormat::Contiguous;
+  }
 };
 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
@@ -129,7 +138,8 @@ void for_each_window(const Geometry& g, int64_t n, int64_t rows, int64_t positio
 
 // Calls f(chunk, cols, lane) for chunks covering the problem as the plan
 // says, with cols the chunk's (groups, C_out/groups * taps, n * positions)
-// column buffer. Chunks of different lanes run concurrently and must write
+// column buffer, or (groups, n * positions, taps * C_out/groups) where the
+// plan's columns are position-major. Chunks of different lanes run concurrently and must write
 // disjoint outputs, or accumulate per lane.
 //
 // One buffer per lane serves all its chunks: a fresh allocation per chunk
@@ -140,11 +150,14 @@ void for_each_chunk(const Plan& plan, const Geometry& g, const at::TensorOptions
                     const F& f) {
   const ChunkPlan& chunks = plan.chunks;
   const auto dtype = plan.column_dtype;
-  record_column_workspace_bytes(chunks.lanes * chunks.buffer_elements * c10::elementSize(dtype));
+  record_column_workspace(chunks.lanes * chunks.buffer_elements * c10::elementSize(dtype),
+                          plan.position_major());
   auto run = [&](const Chunk& c, const at::Tensor& workspace, int64_t lane) {
+    const int64_t depth = c.g.out_channels_per_group * c.g.taps();
+    const at::Tensor cols = workspace.narrow(0, 0, c.g.col_numel());
     f(c,
-      workspace.narrow(0, 0, c.g.col_numel())
-          .view({c.g.groups, c.g.out_channels_per_group * c.g.taps(), c.g.col_width()}),
+      plan.position_major() ? cols.view({c.g.groups, c.g.col_width(), depth})
+                          : cols.view({c.g.groups, depth, c.g.col_width()}),
       lane);
   };
   const int64_t step = chunks.samples_per_chunk;

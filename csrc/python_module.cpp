@@ -168,4 +168,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Forgets benchmark mode's choices: the next call of each key is timed again.");
   m.def("last_column_workspace_bytes", &tt::last_column_workspace_bytes,
         "Bytes of the column workspace that this thread's last GEMM-path call allocated.");
+  m.def("last_columns_position_major", &tt::last_columns_position_major,
+        "Whether this thread's last GEMM-path call ran on channels-last activations as they "
+        "are, over position-major columns.");
 }

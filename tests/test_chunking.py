@@ -4,7 +4,8 @@ or windows of part of a row when one row alone is (a long 1-D signal).
 Windows must not change col2im's sums by a single bit, and every gradient must
 still match the float64 oracle. The window tests run on each backend: the
 CPU's row bodies, the CPU launchers on the element bodies (the CUDA kernels'
-arithmetic), and CUDA."""
+arithmetic), and CUDA; and with contiguous and channels-last activations,
+which the CPU runs as they are over position-major columns."""
 
 import pytest
 import torch
@@ -20,7 +21,32 @@ _C = torch_tconv._C
 OTHER_RANKS = ["1d_long", "3d_larger", "3d_strided_dilated"]
 
 
-def layer(name, dtype, batch=2, one_input_channel_per_group=False, device="cpu"):
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+@pytest.fixture(params=["contiguous", "channels_last"])
+def activation_format(request):
+    return request.param
+
+
+def in_format(t, activation_format):
+    """t in the activation format; channels-last exists for 2-D and 3-D only."""
+    if activation_format == "contiguous":
+        return t.contiguous()
+    if t.dim() not in CHANNELS_LAST:
+        pytest.skip("torch has no channels-last format for 1-D activations")
+    return t.contiguous(memory_format=CHANNELS_LAST[t.dim()])
+
+
+def check_columns_layout(x):
+    """The CPU runs channels-last activations as they are (position-major
+    columns); CUDA makes them contiguous. A tensor that is both (one channel,
+    or one pixel) counts as contiguous."""
+    assert _C.last_columns_position_major() == (x.is_cpu and not x.is_contiguous())
+
+
+def layer(name, dtype, batch=2, one_input_channel_per_group=False, device="cpu",
+          activation_format="contiguous"):
     """A layer of the common table; optionally cut to one input channel per
     group, which makes the GEMM a single product per entry and so exact
     whatever its blocking."""
@@ -28,7 +54,7 @@ def layer(name, dtype, batch=2, one_input_channel_per_group=False, device="cpu")
     if one_input_channel_per_group:
         per_group = x.shape[1] // p["groups"]
         x, w = x[:, ::per_group].contiguous(), w[::per_group].contiguous()
-    return x.to(device), w.to(device), b.to(device), p
+    return in_format(x.to(device), activation_format), w.to(device), b.to(device), p
 
 
 forward = forward_op
@@ -76,19 +102,25 @@ def backend(request):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", layer_names(2) + OTHER_RANKS)
 def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, gemm_path,
-                                                reduced_precision_gemm):
+                                                reduced_precision_gemm, activation_format):
     """Windows are added last first, so each output element gets its taps in
     the order of one col2im over the whole sample. The GEMM's own rounding
     depends on its blocking (MKL's results change with the column count), so
     the layer has one input channel per group: then every column entry is a
-    single, exactly rounded product and only col2im's order could differ."""
+    single, exactly rounded product and only col2im's order could differ.
+    Channels-last activations give the contiguous ones' bits too."""
     if backend == "cuda" and reduced_precision_gemm == "never":
         pytest.skip("the CPU's GEMM dtype choice does not apply to CUDA")
-    x, w, b, p = layer(name, dtype, one_input_channel_per_group=True, device=backend)
+    x, w, b, p = layer(name, dtype, one_input_channel_per_group=True, device=backend,
+                       activation_format=activation_format)
     whole = forward(x, w, b, p)
+    check_columns_layout(x)
+    assert torch.equal(whole, forward(x.contiguous(), w, b, p))
     for label, budget in budgets(x, w, p, dtype).items():
         torch_tconv.backends.column_budget_bytes = budget
         windowed = forward(x, w, b, p)
+        check_columns_layout(x)
+        assert windowed.stride() == whole.stride()
         assert _C.last_column_workspace_bytes() <= max(budget, column_bytes_per_outer_row(x, w, p, dtype))
         assert torch.equal(windowed, whole), (label, (windowed - whole).abs().max())
         unbiased = forward(x, w, None, p)
@@ -97,20 +129,23 @@ def test_windows_leave_col2im_bitwise_unchanged(name, dtype, backend, gemm_path,
 
 
 @pytest.mark.parametrize("name", WINDOWED)
-def test_windows_match_the_oracle_with_gradients(name, backend):
+def test_windows_match_the_oracle_with_gradients(name, backend, activation_format):
     x, w, b, p = layer(name, torch.float64, batch=3)
     reference = REFERENCE[w.dim() - 2]
     oracle_leaves = [t.requires_grad_() for t in (x, w, b)]
     expected = reference(*oracle_leaves, **p)
-    gy = torch.randn_like(expected)
+    gy = torch.randn(expected.shape, dtype=expected.dtype)
     want = torch.autograd.grad(expected, oracle_leaves, gy)
-    leaves = [t.detach().to(backend).requires_grad_() for t in (x, w, b)]
-    gy = gy.to(backend)
+    leaves = [in_format(x.detach(), activation_format).to(backend).requires_grad_(),
+              w.detach().to(backend).requires_grad_(), b.detach().to(backend).requires_grad_()]
+    gy = in_format(gy, activation_format).to(backend)
     for label, budget in budgets(x, w, p, torch.float64).items():
         torch_tconv.backends.column_budget_bytes = budget
         out = forward(*leaves, p)
+        check_columns_layout(leaves[0])
         assert_close_to(out, expected, torch.float64, f"output ({label})")
         got = torch.autograd.grad(out, leaves, gy)
+        check_columns_layout(gy)  # the backward follows grad_output
         for what, g, e in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
             assert_close_to(g, e, torch.float64, f"{what} ({label})")
 
@@ -171,7 +206,7 @@ def test_a_long_signal_runs_in_bounded_memory(dims, backend):
 
 
 @pytest.mark.parametrize("name", ["dcgan_k4s2p1", "grouped", "3d"])
-def test_parallel_lanes(name):
+def test_parallel_lanes(name, activation_format):
     """With several threads, the CPU runs whole chunks in parallel, one lane
     per thread, each with serial GEMMs and its own partial weight gradient.
     The result must match the oracle, repeat bit for bit, and keep autograd
@@ -179,16 +214,17 @@ def test_parallel_lanes(name):
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
-        x, w, b, p = layer(name, torch.float64, batch=7)
+        x, w, b, p = layer(name, torch.float64, batch=7, activation_format=activation_format)
         leaves = [t.requires_grad_() for t in (x, w, b)]
         expected = REFERENCE[w.dim() - 2](*leaves, **p)
-        gy = torch.randn_like(expected)
+        gy = in_format(torch.randn(expected.shape, dtype=expected.dtype), activation_format)
         want = torch.autograd.grad(expected, leaves, gy)
         runs = []
         for _ in range(3):
             out = forward(*leaves, p)
             runs.append((out, *torch.autograd.grad(out, leaves, gy)))
         assert _C.last_column_workspace_bytes() > 0
+        check_columns_layout(x)
         for got, e, what in zip(runs[0], (expected, *want), ("output", "grad_input", "grad_weight", "grad_bias")):
             assert_close_to(got, e, torch.float64, what)
         for run in runs[1:]:

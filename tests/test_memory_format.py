@@ -1,6 +1,7 @@
 """Memory formats: channels-last input (torch.channels_last, channels_last_3d)
 gives channels-last output and input gradients, with the same values as
-contiguous input, on every algorithm; torch.compile sees the same strides
+contiguous input (the forward and the bias gradient to the bit), on every
+algorithm; torch.compile sees the same strides
 (the fake kernels apply the ops' rule); channels-last weights give the
 results of contiguous ones (pytorch/pytorch#99519)."""
 
@@ -30,6 +31,8 @@ def test_channels_last_in_channels_last_out(name, device, algorithm):
     expected = torch.autograd.grad(forward_op(*leaves, p), leaves, gy.contiguous())
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want)
+    # The bias gradient sums each channel in the same order from either layout.
+    assert torch.equal(grads[2], expected[2])
 
 
 def test_unbatched_and_contiguous_stay_contiguous():

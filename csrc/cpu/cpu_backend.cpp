@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../kernels/implicit_gemm.h"
+#include "../kernels/pixel_bodies.h"
 #include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
 #include "../ops.h"
@@ -202,6 +203,86 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
   });
 }
 
+// Channels-last col2im (kernels/pixel_bodies.h): parallel over output
+// pixels, each summed in an accumulator of all its channels and stored as
+// one run.
+void col2im_channels_last_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+                              const at::Tensor& out, const Geometry& geometry,
+                              const Config& config) {
+  dispatch_launch_with_columns(out.scalar_type(), cols, geometry, config,
+                               [&](auto tag, const auto* c, const auto& g) {
+    using scalar_t = decltype(tag);
+    using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
+    const scalar_t* b = bias_ptr<scalar_t>(bias);
+    scalar_t* y = out.mutable_data_ptr<scalar_t>();
+    const index_t channels = g.out_channels();
+    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels));
+    at::parallel_for(0, out.numel() / channels, grain, [&](int64_t begin, int64_t end) {
+      std::vector<opmath_t> acc(channels);
+      for (int64_t p = begin; p < end; ++p) {
+        index_t n, position, o[kMaxSpatialDims];
+        divmod(g.out_numel_divisor, static_cast<index_t>(p), n, position);
+        unravel_spatial(position, g.out_size_divisor, o);
+        for (index_t oc = 0; oc < channels; ++oc) acc[oc] = b ? opmath_t(b[oc]) : opmath_t(0);
+        col2im_pixel(c, g, n, o, index_t(0), channels, acc.data());
+        copy_row(y + p * channels, acc.data(), channels, index_t(1));
+      }
+    });
+  });
+}
+
+// Channels-last col2im_window: the pixels of the window's reach, each added
+// to in place (out holds the op-math sums).
+void col2im_window_channels_last_cpu(const at::Tensor& cols, const at::Tensor& out,
+                                     const Geometry& geometry, const Config& config) {
+  dispatch_launch(cols.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
+    const scalar_t* c = cols.const_data_ptr<scalar_t>();
+    opmath_t* y = out.mutable_data_ptr<opmath_t>();
+    const auto reach = window_reach(g);
+    const index_t channels = g.out_channels();
+    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels));
+    at::parallel_for(0, reach.numel / channels, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        index_t row, column, o[kMaxSpatialDims];
+        divmod(reach.columns_divisor, static_cast<index_t>(p), row, column);
+        const index_t position = (reach.begin + row) * g.out_size[2] + reach.column + column;
+        unravel_spatial(position, g.out_size_divisor, o);
+        col2im_pixel(c, g, index_t(0), o, index_t(0), channels, y + int64_t(position) * channels);
+      }
+    });
+  });
+}
+
+// Channels-last im2col: parallel over input positions, each writing its
+// column row tap by tap.
+void im2col_channels_last_cpu(const at::Tensor& grad_output, const at::Tensor& cols,
+                              const Geometry& geometry, const Config& config) {
+  dispatch_launch_with_columns(grad_output.scalar_type(), cols, geometry, config,
+                               [&](auto tag, auto* c, const auto& g) {
+    using scalar_t = decltype(tag);
+    using index_t = index_type<decltype(g)>;
+    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
+    const index_t channels = g.out_channels();
+    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels));
+    at::parallel_for(0, g.col_width(), grain, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        index_t n, position, in[kMaxSpatialDims];
+        divmod(g.in_numel_divisor, static_cast<index_t>(r), n, position);
+        unravel_spatial(position, g.in_size_divisor, in);
+        for (index_t tap = 0; tap < g.taps(); ++tap) {
+          index_t k[kMaxSpatialDims];
+          unravel_spatial(tap, g.kernel_divisor, k);
+          im2col_pixel_tap(gy, g, n, position, in, tap, k, index_t(0), channels, c);
+        }
+      }
+    });
+  });
+}
+
 void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const at::Tensor& out,
                         const Geometry& geometry, const Config& config) {
@@ -377,6 +458,45 @@ acc_t sum_of(const scalar_t* __restrict__ x, int64_t n) {
   return total;
 }
 
+// Channels-last grad_output, (N, positions, channels) in memory: the same
+// sums in the same order as sum_of over each channel's plane, so the same
+// bits as a contiguous grad_output, but reading whole runs of channels. A
+// task takes one sample and a block of channels, with the eight interleaved
+// partial sums as eight rows of accumulators; the samples' sums are added
+// in sample order.
+template <typename opmath_t, typename scalar_t>
+void bias_grad_channels_last(const scalar_t* gy, int64_t batch, int64_t positions,
+                             int64_t channels, scalar_t* b) {
+  constexpr int kLanes = 8;
+  constexpr int64_t kChannelBlock = 64;
+  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
+  std::vector<opmath_t> per_sample(batch * channels);
+  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(positions * kChannelBlock, 1));
+  at::parallel_for(0, batch * blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<opmath_t> partial(kLanes * kChannelBlock);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks;
+      const int64_t c0 = task % blocks * kChannelBlock;
+      const int64_t count = std::min(kChannelBlock, channels - c0);
+      std::fill(partial.begin(), partial.end(), opmath_t(0));
+      const scalar_t* sample = gy + n * positions * channels + c0;
+      for (int64_t i = 0; i < positions; ++i) {
+        add_row(partial.data() + (i % kLanes) * kChannelBlock, sample + i * channels, count);
+      }
+      for (int64_t c = 0; c < count; ++c) {
+        opmath_t total(0);
+        for (int j = 0; j < kLanes; ++j) total += partial[j * kChannelBlock + c];
+        per_sample[n * channels + c0 + c] = total;
+      }
+    }
+  });
+  for (int64_t c = 0; c < channels; ++c) {
+    opmath_t total(0);
+    for (int64_t n = 0; n < batch; ++n) total += per_sample[n * channels + c];
+    b[c] = static_cast<scalar_t>(total);
+  }
+}
+
 // Parallel over channels; each channel's sum runs in one fixed order.
 void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
   TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "bias_grad_cpu", [&] {
@@ -386,6 +506,10 @@ void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
     const int64_t batch = grad_output.size(0);
     const int64_t channels = grad_output.size(1);
     const int64_t plane = batch * channels == 0 ? 0 : grad_output.numel() / (batch * channels);
+    if (!grad_output.is_contiguous()) {
+      bias_grad_channels_last<opmath_t>(gy, batch, plane, channels, b);
+      return;
+    }
     const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(batch * plane, 1));
     at::parallel_for(0, channels, grain, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
@@ -425,6 +549,9 @@ const Backend& cpu_backend() {
       col2im_cpu,
       col2im_window_cpu,
       im2col_cpu,
+      col2im_channels_last_cpu,
+      col2im_window_channels_last_cpu,
+      im2col_channels_last_cpu,
       direct_forward_cpu,
       direct_input_grad_cpu,
       direct_weight_grad_cpu,

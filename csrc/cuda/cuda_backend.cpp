@@ -29,6 +29,10 @@ const Backend& cuda_backend() {
       cuda::col2im,
       cuda::col2im_window,
       cuda::im2col,
+      // No channels-last column passes yet: such tensors are made contiguous.
+      /*col2im_channels_last=*/nullptr,
+      /*col2im_window_channels_last=*/nullptr,
+      /*im2col_channels_last=*/nullptr,
       cuda::direct_forward,
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
