@@ -12,7 +12,12 @@ Layout of the package:
   backends      the kernels' settings (algorithm, workspace, ...) and flags()
   convert       kernels from Keras/TensorFlow and Flax, and back
   functional    conv_transpose1d, conv_transpose2d, conv_transpose3d
-  modules       ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+  checkerboard  checkerboard artifacts: taps per output phase, dead phases,
+                overlap maps, the weights' phase-gain score, a model report,
+                a plot
+  init          artifact-free initialisations: resize_conv_, bilinear_
+  modules       ConvTranspose1d, ConvTranspose2d, ConvTranspose3d (which warn
+                about dead phases), ResizeConv1d, ResizeConv2d, ResizeConv3d
 """
 
 import torch  # noqa: F401  (loads libtorch, which _C links against)
@@ -27,12 +32,14 @@ except ImportError as error:  # pragma: no cover - depends on how it was install
         "run from outside the source tree, whose torch_tconv/ would shadow it."
     ) from error
 from . import _autograd, _fake, _vmap  # noqa: F401  (registers fake kernels, autograd, vmap)
-from . import backends, convert  # noqa: F401
+from . import backends, checkerboard, convert, init  # noqa: F401
 from .functional import conv_transpose1d, conv_transpose2d, conv_transpose3d
-from .modules import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .modules import (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ResizeConv1d,
+                      ResizeConv2d, ResizeConv3d)
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-           "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "has_cuda_kernels"]
+           "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+           "ResizeConv1d", "ResizeConv2d", "ResizeConv3d", "has_cuda_kernels"]
 
 # The registered ops: the scatter forward, its two gradient faces, both
 # gradients in one pass, and the bias gradient.

@@ -1,18 +1,27 @@
 """nn.Module interface: drop-in replacements for torch.nn.ConvTranspose1d,
-ConvTranspose2d and ConvTranspose3d.
+ConvTranspose2d and ConvTranspose3d, and ResizeConv1d/2d/3d (nearest-neighbour
+resize then a convolution, run as one transposed convolution).
 
 The forward is TorchScript code (torch.jit.script and trace work as with the
 torch.nn classes) that calls the op directly; torch.fx traces it into one
 call of the op, and during torch.onnx.export it runs torch.nn's own forward,
 so the exporter emits a standard ONNX ConvTranspose node.
+
+ConvTranspose1d/2d/3d warn (checkerboard.DeadPhaseWarning, a UserWarning) at
+construction when some output phases receive no kernel tap.
 """
 
+import math
+import warnings
 from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .functional import _exporting_to_onnx, _op_padding, _torch_conv_transpose
+from .checkerboard import DeadPhaseWarning, _dead_phase_message
+from .functional import (_exporting_to_onnx, _op_padding, _torch_conv_transpose,
+                         conv_transpose1d, conv_transpose2d, conv_transpose3d)
+from .init import resize_conv_kernel
 
 
 def _spatial_output_size(input: Tensor, output_size: List[int], spatial_dims: int) -> List[int]:
@@ -58,6 +67,13 @@ class _ConvTransposeNd:
         if not ints:
             self.padding = padding
         self._resolve_padding()
+        # Once, here: PyTorch accepts such layers silently, and a layer whose
+        # outputs are partly bias-only rarely is what was meant.
+        message = _dead_phase_message(
+            "ConvTranspose" + str(self._spatial_dims) + "d", self.kernel_size, self.stride,
+            self.dilation, self._op_padding[:self._spatial_dims])
+        if message is not None:
+            warnings.warn(message, DeadPhaseWarning, stacklevel=2)
 
     def _resolve_padding(self):
         op = "ConvTranspose" + str(self._spatial_dims) + "d"
@@ -145,4 +161,148 @@ class ConvTranspose3d(_ConvTransposeNd, nn.ConvTranspose3d):
 """ + _CONSTRUCTOR_NOTE
 
     __constants__ = nn.ConvTranspose3d.__constants__ + ["_spatial_dims"]
+    _spatial_dims = 3
+
+
+_FUNCTIONALS = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}
+
+
+class _ResizeConvNd(nn.Module):
+    """Nearest-neighbour resize by ``stride`` then a stride-1 convolution,
+    computed as one transposed convolution (ResizeConv1d/2d/3d set
+    _spatial_dims; the class docstring is _RESIZE_CONV_DOC)."""
+
+    _spatial_dims = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, groups: int = 1,
+                 bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        dims = self._spatial_dims
+        name = type(self).__name__
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                           ("groups", groups)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive int, got {arg}={value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups must divide in_channels and out_channels, got "
+                             f"groups={groups}, in_channels={in_channels}, "
+                             f"out_channels={out_channels}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.groups = groups
+        self.kernel_size = self._per_dim("kernel_size", kernel_size)
+        self.stride = self._per_dim("stride", stride)
+        # Cropped from the full transposed output (in - 1) * s + m + s - 1 so
+        # that it is in * s long and lines up with a convolution padded
+        # (m - 1) // 2 before and m // 2 after (F.conv2d's padding='same').
+        self._padding_pairs = [(m // 2, (m - 1) // 2) for m in self.kernel_size]
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(
+            (out_channels, in_channels // groups, *self.kernel_size), **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.reset_parameters()
+
+    def _per_dim(self, arg: str, value) -> tuple:
+        dims = self._spatial_dims
+        values = [value] * dims if isinstance(value, int) and not isinstance(value, bool) \
+            else value
+        if not (isinstance(values, (tuple, list)) and len(values) == dims
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)):
+            raise ValueError(f"{type(self).__name__}: {arg} must be a positive int or "
+                             f"{dims} positive ints, got {arg}={value!r}")
+        return tuple(values)
+
+    def reset_parameters(self) -> None:
+        # nn.Conv*d's initialisation for the same weight layout.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def transposed_weight(self) -> Tensor:
+        """The transposed convolution's kernel, built from ``weight``
+        (differentiably): ``box_s ⊛ g``, where ``g`` is ``weight`` flipped in
+        space with its channel dims swapped per group.
+
+        Returns:
+            ``(C_in, C_out / groups, *(kernel_size + stride - 1))``.
+        """
+        groups, dims = self.groups, self._spatial_dims
+        out_per_group = self.out_channels // groups
+        in_per_group = self.in_channels // groups
+        # A convolution correlates and its transpose scatters: the conv
+        # kernel, flipped, with (out, in) swapped within each group.
+        g = self.weight.reshape(groups, out_per_group, in_per_group, *self.kernel_size)
+        g = g.transpose(1, 2).reshape(self.in_channels, out_per_group, *self.kernel_size)
+        g = g.flip(list(range(2, 2 + dims)))
+        return resize_conv_kernel(g, self.stride)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _FUNCTIONALS[self._spatial_dims](
+            input, self.transposed_weight(), self.bias, self.stride, self._padding_pairs, 0,
+            self.groups, 1)
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+_RESIZE_CONV_DOC = r"""Nearest-neighbour upsampling by ``stride``, then a stride-1
+    convolution with kernel ``g`` (``weight``), padded to keep the size:
+
+        ResizeConv{n}d(...)(x) == F.conv{n}d(F.interpolate(x, scale_factor=stride,
+                                             mode='nearest'),
+                                 weight, bias, padding='same', groups=groups)
+
+    exactly (the tests check it in float64), computed as ONE transposed
+    convolution of stride ``s`` whose kernel is ``box_s ⊛ flip(g)`` (size
+    ``m + s - 1`` per dim; ``transposed_weight``), cropped ``m // 2`` at the
+    start and ``(m - 1) // 2`` at the end of each dim. Per input pixel and
+    channel pair that is ``(m + s - 1)^n`` multiply-adds instead of the
+    ``s^n * m^n`` of upsampling first (s2 m3 in 2-D: 16 instead of 36), and no
+    upsampled tensor is stored.
+
+    Every output phase of ``box_s ⊛ g`` sums to ``sum(g)``, so the layer has
+    no checkerboard from uneven overlap: a constant input gives a constant
+    output away from the borders (Odena et al. 2016). The parameter is ``g``
+    itself and the kernel is built in ``forward``, so training keeps that
+    property, as an ICNR-initialised (Aitken et al. 2017) layer would not.
+
+    Args:
+        in_channels, out_channels: as for ``nn.Conv{n}d``.
+        kernel_size: ``m``, the convolution's size: an int or {n} ints.
+        stride: the upsampling factor: an int or {n} ints.
+        groups: as for ``nn.Conv{n}d``.
+        bias: whether to add a learnable bias.
+
+    Parameters: ``weight`` ``(C_out, C_in / groups, *m)`` and ``bias``
+    ``(C_out,)``: the layout and default initialisation of ``nn.Conv{n}d``, so
+    the weights of an ``nn.Upsample`` + ``nn.Conv{n}d`` pair load into it.
+
+    Shapes: input ``(N, C_in, *size)`` or ``(C_in, *size)``; output
+    ``(N, C_out, *(size * stride))``.
+
+    Example: ``ResizeConv2d(64, 32, kernel_size=3, stride=2)(torch.randn(1, 64, 16, 16))``
+    is ``(1, 32, 32, 32)``.
+"""
+
+
+class ResizeConv1d(_ResizeConvNd):
+    __doc__ = _RESIZE_CONV_DOC.replace("{n}", "1")
+    _spatial_dims = 1
+
+
+class ResizeConv2d(_ResizeConvNd):
+    __doc__ = _RESIZE_CONV_DOC.replace("{n}", "2")
+    _spatial_dims = 2
+
+
+class ResizeConv3d(_ResizeConvNd):
+    __doc__ = _RESIZE_CONV_DOC.replace("{n}", "3")
     _spatial_dims = 3
