@@ -47,6 +47,27 @@ def cuda_decision():
     return True, f"torch {torch.__version__} (CUDA {torch.version.cuda}), toolkit at {CUDA_HOME}"
 
 
+class BuildExtensionWithInfo(BuildExtension):
+    """BuildExtension that also writes _build_info.py next to the built
+    extension (in place, or into the build directory that a wheel is made
+    from): what was compiled, for `python -m torch_tconv info`. Generated,
+    not in git."""
+
+    def run(self):
+        super().run()
+        build_cuda, reason = cuda_decision()
+        archs = os.environ.get("TORCH_CUDA_ARCH_LIST") if build_cuda else None
+        package_dir = os.path.dirname(self.get_ext_fullpath("torch_tconv._C"))
+        with open(os.path.join(package_dir, "_build_info.py"), "w") as f:
+            f.write('"""Written by setup.py when the extension was built."""\n\n'
+                    f"WITH_CUDA = {build_cuda!r}\n"
+                    f"CUDA_ARCH_LIST = {archs!r}\n"
+                    f"TORCH_VERSION = {torch.__version__!r}\n"
+                    f"CUDA_VERSION = {torch.version.cuda if build_cuda else None!r}\n"
+                    f"SANITIZE = {os.environ.get('TORCH_TCONV_SANITIZE') == '1'!r}\n"
+                    f"REASON = {reason!r}\n")
+
+
 def sources(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
@@ -93,5 +114,5 @@ def extension():
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildExtensionWithInfo},
 )
