@@ -76,13 +76,15 @@ def extension():
     build_cuda, reason = cuda_decision()
     cpp_sources = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
     # at::parallel_for is an OpenMP loop in torch's headers: without -fopenmp
-    # it silently runs on one thread.
-    cxx_flags = ["-O3", "-fno-fast-math", "-fopenmp"]
+    # it silently runs on one thread. No contraction of a * b + c into FMAs:
+    # the CPU variants of cpu_isa.h, with and without FMA, then give the same
+    # bits.
+    cxx_flags = ["-O3", "-fno-fast-math", "-ffp-contract=off", "-fopenmp"]
     link_flags = ["-fopenmp"]
     if os.environ.get("TORCH_TCONV_SANITIZE") == "1":
         sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                     "-fno-omit-frame-pointer", "-g"]
-        cxx_flags = ["-O1", "-fno-fast-math", "-fopenmp"] + sanitize
+        cxx_flags = ["-O1", "-fno-fast-math", "-ffp-contract=off", "-fopenmp"] + sanitize
         link_flags += sanitize
         print("torch_tconv: building with AddressSanitizer and UndefinedBehaviorSanitizer")
     if not build_cuda:

@@ -93,6 +93,9 @@ struct Backend {
   // oneDNN's bfloat16 GEMM runs 4x slower on a transposed view, while cuBLAS
   // takes the transpose as a flag, and the copy would cost a kernel launch.
   bool contiguous_forward_weight;
+  // For diagnostics and tests: "cuda", or the CPU variant's namespace
+  // ("cpu_base", "cpu_avx2", "cpu_avx512"; see cpu/cpu_isa.h).
+  const char* name;
 };
 
 // Calls f(geometry) with the geometry as a KernelGeometry in 32-bit indices

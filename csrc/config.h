@@ -37,6 +37,12 @@ enum class TileVariant {
 // that dtype (see MachineFacts), kAlways and kNever force it.
 enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
 
+// Which compiled variant of the CPU launchers runs (cpu/cpu_isa.h): kAuto
+// the widest this processor supports, or the one the environment variable
+// TORCH_TCONV_CPU_ISA names; the others force a variant, which must be
+// supported (tests run each against kBase).
+enum class CpuIsa { kAuto = 0, kBase = 1, kAvx2 = 2, kAvx512 = 3 };
+
 // Default upper bound of one chunk's column workspace.
 constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
 
@@ -57,6 +63,7 @@ struct Config {
   // Time the candidates at the first call of each shape key and keep the
   // fastest (autotune.h), where the algorithm is kAuto.
   bool benchmark = false;
+  CpuIsa cpu_isa = CpuIsa::kAuto;
 };
 
 // A copy of the current configuration, taken atomically with respect to

@@ -13,6 +13,7 @@
 #include "kernels/implicit_gemm.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // The index type of a KernelGeometry<index_t> (see dispatch_index_type).
 template <typename G>
@@ -96,4 +97,5 @@ WeightGradGemm<scalar_t, index_t> weight_grad_gemm(const at::Tensor& input,
           layout_of<index_t>(grad_output)};
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

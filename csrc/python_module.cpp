@@ -6,6 +6,7 @@
 
 #include "autotune.h"
 #include "config.h"
+#include "cpu/cpu_isa.h"
 #include "validation.h"
 
 namespace torch_tconv {
@@ -121,13 +122,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         tt::name_of(tt::kReducedPrecisionGemmNames, c.cpu_reduced_precision_gemm);
     d["tile_variant"] = tt::name_of(tt::kTileVariantNames, c.tile_variant);
     d["benchmark"] = c.benchmark;
+    d["cpu_isa"] = tt::name_of(tt::kCpuIsaNames, c.cpu_isa);
     return d;
   });
   m.def(
       "set_config",
       [](const std::string& algorithm, int64_t column_budget_bytes, bool int32_indices,
          bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm,
-         const std::string& tile_variant, bool benchmark) {
+         const std::string& tile_variant, bool benchmark, const std::string& cpu_isa) {
         TORCH_CHECK_VALUE(column_budget_bytes > 0,
                           "column_budget_bytes must be positive, got ", column_budget_bytes);
         tt::Config c;
@@ -140,12 +142,31 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             "cpu_reduced_precision_gemm");
         c.tile_variant = tt::value_named(tt::kTileVariantNames, tile_variant, "tile_variant");
         c.benchmark = benchmark;
+        c.cpu_isa = tt::value_named(tt::kCpuIsaNames, cpu_isa, "cpu_isa");
+        if (!tt::cpu_isa_supported(c.cpu_isa)) {
+          std::string supported;
+          for (const std::string& name : tt::supported_cpu_isa_names()) supported += " '" + name + "'";
+          TORCH_CHECK_VALUE(false, "cpu_isa '", cpu_isa,
+                            "' is not supported by this processor; it supports 'auto' and",
+                            supported);
+        }
         tt::set_config(c);
       },
       py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),
       py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"), py::arg("tile_variant"),
-      py::arg("benchmark"),
+      py::arg("benchmark"), py::arg("cpu_isa"),
       "Replaces the whole configuration (see torch_tconv.backends).");
+  m.def("supported_cpu_isas", &tt::supported_cpu_isa_names,
+        "The compiled CPU launcher variants this processor runs, narrowest first.");
+  m.def(
+      "cpu_isa_in_use",
+      []() {
+        return tt::name_of(tt::kCpuIsaNames, tt::resolve_cpu_isa(tt::config_snapshot().cpu_isa));
+      },
+      "The CPU launcher variant that calls made now run (the current cpu_isa, 'auto' resolved).");
+  m.def(
+      "cpu_backend_name", []() { return std::string(tt::cpu_backend_for(tt::config_snapshot()).name); },
+      "The name of the CPU Backend that calls made now run: the variant's namespace.");
   m.def(
       "set_machine_facts",
       [](bool bfloat16_gemm_fast, bool float16_gemm_fast) {

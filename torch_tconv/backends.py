@@ -36,6 +36,12 @@
                                 buffers) in their own dtype where the CPU has
                                 AMX for that dtype, else in float32;
                                 "always" or "never" force one
+    cpu_isa                     which compiled variant of the CPU kernels runs:
+                                "auto" (the one the environment variable
+                                TORCH_TCONV_CPU_ISA names, else the widest this
+                                processor supports), "base", "avx2" (AVX2 and
+                                FMA) or "avx512" (AVX-512 F/BW/VL/DQ); all give
+                                the same bits, only their speed differs
 
 The settings are process-wide. Each op takes one snapshot of all of them
 when it starts, so a call in flight keeps its settings when another thread
@@ -44,6 +50,8 @@ seen whole or not at all.
 
 benchmark_choices() lists benchmark mode's choices so far, as (key,
 algorithm, tile_variant); clear_benchmark_choices() forgets them.
+supported_cpu_isas() lists the CPU variants this processor runs, and
+cpu_isa_in_use() the one calls run now.
 """
 
 import contextlib
@@ -55,7 +63,7 @@ import torch
 from . import _C
 
 _NAMES = ("algorithm", "column_budget_bytes", "int32_indices", "cpu_row_kernels",
-          "cpu_reduced_precision_gemm", "tile_variant", "benchmark")
+          "cpu_reduced_precision_gemm", "tile_variant", "benchmark", "cpu_isa")
 
 
 def _set(**changes):
@@ -98,6 +106,18 @@ def benchmark_choices():
 def clear_benchmark_choices():
     """Forgets benchmark mode's choices; each key is timed again at its next call."""
     _C.clear_benchmark_choices()
+
+
+def supported_cpu_isas():
+    """The compiled CPU kernel variants this processor runs, narrowest first:
+    a sublist of ["base", "avx2", "avx512"]."""
+    return list(_C.supported_cpu_isas())
+
+
+def cpu_isa_in_use():
+    """The CPU kernel variant that calls made now run: the current cpu_isa,
+    with "auto" resolved."""
+    return _C.cpu_isa_in_use()
 
 
 def _property(name):

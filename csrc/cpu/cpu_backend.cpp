@@ -1,578 +1,96 @@
-// CPU launchers: at::parallel_for over disjoint output elements, each one
-// computed by a body from kernels/ (the row bodies, or the element bodies
-// that CUDA runs). Every element is written by exactly one iteration, so
-// results do not depend on the thread count or schedule.
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
+// Registers the CPU backend: the shared algorithm of ops.cpp with the CPU
+// launchers, in the variant each call's configuration selects (cpu_isa.h).
 #include <torch/library.h>
 
-#include <utility>
-#include <vector>
+#include <cstdlib>
 
-#include "../kernels/implicit_gemm.h"
-#include "../kernels/pixel_bodies.h"
-#include "../kernels/row_bodies.h"
-#include "../launcher_common.h"
 #include "../ops.h"
-#include "mma_emulation.h"
+#include "cpu_isa.h"
 
 namespace torch_tconv {
 namespace {
 
-// Inner-loop steps worth one parallel task.
-constexpr int64_t kStepsPerTask = 32768;
-
-// Column buffer per chunk: about a core's L2, so that col2im and the
-// gradient GEMMs read what the forward GEMM or im2col just wrote from cache.
-// Measured on a 2-core Xeon with 2 MiB L2 per core (bench/NOTES.md).
-constexpr int64_t kColumnChunkBytes = int64_t(4) << 20;
-
-// Runs write(index) for index in [0, numel), in parallel, with the index in
-// the geometry's index type. `cost` is a rough count of inner-loop steps per
-// element, to size the parallel grain.
-template <typename index_t, typename Write>
-void for_each_element(int64_t numel, int64_t cost, const Write& write) {
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost, 1));
-  at::parallel_for(0, numel, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) write(static_cast<index_t>(index));
-  });
-}
-
-// Runs row(r, acc) for every innermost-dim row r of an output-like tensor
-// (`rows` rows of `row_length`), each into a buffer of `acc_length`
-// accumulators, then store(acc, row r of out). One buffer per parallel task.
-template <typename index_t, typename acc_t, typename scalar_t, typename Row, typename Store>
-void for_each_row(scalar_t* out, int64_t rows, int64_t row_length, int64_t acc_length,
-                  int64_t cost, const Row& row, const Store& store) {
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost * row_length, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(acc_length);
-    for (int64_t r = begin; r < end; ++r) {
-      row(static_cast<index_t>(r), acc.data());
-      store(acc.data(), out + r * row_length);
-    }
-  });
-}
-
-// for_each_row over the output of a scattering row body (col2im, the direct
-// forward), whose accumulators are phase-major (see phase_length).
-template <typename index_t, typename acc_t, typename scalar_t, typename Row>
-void for_each_scattered_row(scalar_t* out, int64_t numel, const ConvGeometry<index_t>& g,
-                            int64_t cost, const Row& row) {
-  const int64_t length = g.out_size[2];
-  for_each_row<index_t, acc_t>(
-      out, numel / length, length, int64_t(g.stride[2]) * phase_length(g), cost, row,
-      [&](const acc_t* acc, scalar_t* dst) { store_phase_major_row(g, acc, dst); });
-}
-
-// The inner-dim tap ranges the row bodies take, for one launch.
-template <typename index_t>
-std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g) {
-  std::vector<InnerRange<index_t>> ranges(static_cast<size_t>(g.kernel[2]));
-  inner_ranges(g, ranges.data());
-  return ranges;
-}
-
-// dispatch_launch for passes over a column buffer, which holds scalar_t or
-// scalar_t's op-math type (see column_dtype_cpu): f(scalar_t(), cols, g)
-// with cols the buffer's data, typed accordingly.
-template <typename F>
-void dispatch_launch_with_columns(at::ScalarType dtype, const at::Tensor& cols,
-                                  const Geometry& geometry, const Config& config, const F& f) {
-  dispatch_launch(dtype, geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    if (cols.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value) {
-      f(tag, cols.data_ptr<scalar_t>(), g);
-    } else {
-      f(tag, cols.data_ptr<at::opmath_type<scalar_t>>(), g);
-    }
-  });
-}
-
-// Parallel over output planes (n, oc, o0), each a run of out1 rows.
-template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
-void col2im_rows(const col_t* c, const scalar_t* b, scalar_t* y, int64_t numel,
-                 const KernelGeometry<index_t>& g) {
-  const auto ranges = inner_ranges_of(g);
-  const int64_t rows = g.out_size[1];
-  const int64_t length = g.out_size[2];
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * rows * length));
-  at::parallel_for(0, numel / (rows * length), grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(int64_t(g.stride[2]) * phase_length(g));
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const index_t o0 = static_cast<index_t>(plane % g.out_size[0]);
-      const int64_t nc = plane / g.out_size[0];
-      const index_t oc = static_cast<index_t>(nc % g.out_channels());
-      const index_t n = static_cast<index_t>(nc / g.out_channels());
-      for (index_t o1 = 0; o1 < rows; ++o1) {
-        col2im_row(c, b, g, ranges.data(), n, oc, o0, o1, acc.data());
-        store_phase_major_row(g, acc.data(), y + (plane * rows + o1) * length);
-      }
-    }
-  });
-}
-
-void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-                const at::Tensor& out, const Geometry& geometry, const Config& config) {
-  dispatch_launch_with_columns(out.scalar_type(), cols, geometry, config,
-                               [&](auto tag, const auto* c, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* b = bias_ptr<scalar_t>(bias);
-    scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    if (config.cpu_row_kernels) {
-      col2im_rows<opmath_t>(c, b, y, out.numel(), g);
-      return;
-    }
-    for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
-      y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
-    });
-  });
-}
-
-// Parallel over the (oc, outer row) rows the window reaches, whole rows,
-// each loaded, added to and stored back.
-template <typename acc_t, typename col_t, typename index_t>
-void col2im_window_rows(const col_t* c, acc_t* y, int64_t channels,
-                        const KernelGeometry<index_t>& g, const WindowReach<index_t>& reach) {
-  const int64_t span = reach.span;
-  const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
-  const int64_t length = g.out_size[2];
-  const auto ranges = inner_ranges_of(g);
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
-  at::parallel_for(0, channels * span, grain, [&](int64_t b, int64_t e) {
-    std::vector<acc_t> acc(int64_t(g.stride[2]) * phase_length(g));
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t oc = i / span;
-      const int64_t outer_row = reach.begin + i % span;
-      acc_t* dst = y + (oc * outer + outer_row) * length;
-      load_phase_major_row(g, dst, acc.data());
-      col2im_row_add(c, g, ranges.data(), index_t(0), static_cast<index_t>(oc),
-                     static_cast<index_t>(outer_row / g.out_size[1]),
-                     static_cast<index_t>(outer_row % g.out_size[1]), acc.data());
-      store_phase_major_row(g, acc.data(), dst);
-    }
-  });
-}
-
-// out holds op-math values: dispatch on the columns' dtype.
-void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geometry& geometry,
-                       const Config& config) {
-  dispatch_launch(cols.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* c = cols.const_data_ptr<scalar_t>();
-    opmath_t* y = out.mutable_data_ptr<opmath_t>();
-    const auto reach = window_reach(g);
-    // The row bodies add whole output rows; a window of part of a row (see
-    // for_each_window) reaches part of each, which the element bodies visit.
-    if (config.cpu_row_kernels && reach.column == 0 && reach.columns == g.out_size[2]) {
-      if (reach.numel > 0) col2im_window_rows(c, y, out.size(0) * g.out_channels(), g, reach);
-      return;
-    }
-    for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
-      col2im_window_element(c, y, g, reach, e);
-    });
-  });
-}
-
-void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geometry& geometry,
-                const Config& config) {
-  dispatch_launch_with_columns(grad_output.scalar_type(), cols, geometry, config,
-                               [&](auto tag, auto* c, const auto& g) {
-    using scalar_t = decltype(tag);
-    using col_t = std::remove_pointer_t<decltype(c)>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    if (config.cpu_row_kernels) {
-      const int64_t length = g.in_size[2];
-      const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
-      const auto ranges = inner_ranges_of(g);
-      at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
-        im2col_rows(gy, g, ranges.data(), static_cast<index_t>(begin), static_cast<index_t>(end),
-                    c + begin * length);
-      });
-      return;
-    }
-    for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
-      c[i] = static_cast<col_t>(im2col_element(gy, g, i));
-    });
-  });
-}
-
-// Channels-last col2im (kernels/pixel_bodies.h): parallel over output
-// pixels, each summed in an accumulator of all its channels and stored as
-// one run.
-void col2im_channels_last_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
-                              const at::Tensor& out, const Geometry& geometry,
-                              const Config& config) {
-  dispatch_launch_with_columns(out.scalar_type(), cols, geometry, config,
-                               [&](auto tag, const auto* c, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* b = bias_ptr<scalar_t>(bias);
-    scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    const index_t channels = g.out_channels();
-    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels));
-    at::parallel_for(0, out.numel() / channels, grain, [&](int64_t begin, int64_t end) {
-      std::vector<opmath_t> acc(channels);
-      for (int64_t p = begin; p < end; ++p) {
-        index_t n, position, o[kMaxSpatialDims];
-        divmod(g.out_numel_divisor, static_cast<index_t>(p), n, position);
-        unravel_spatial(position, g.out_size_divisor, o);
-        for (index_t oc = 0; oc < channels; ++oc) acc[oc] = b ? opmath_t(b[oc]) : opmath_t(0);
-        col2im_pixel(c, g, n, o, index_t(0), channels, acc.data());
-        copy_row(y + p * channels, acc.data(), channels, index_t(1));
-      }
-    });
-  });
-}
-
-// Channels-last col2im_window: the pixels of the window's reach, each added
-// to in place (out holds the op-math sums).
-void col2im_window_channels_last_cpu(const at::Tensor& cols, const at::Tensor& out,
-                                     const Geometry& geometry, const Config& config) {
-  dispatch_launch(cols.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* c = cols.const_data_ptr<scalar_t>();
-    opmath_t* y = out.mutable_data_ptr<opmath_t>();
-    const auto reach = window_reach(g);
-    const index_t channels = g.out_channels();
-    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels));
-    at::parallel_for(0, reach.numel / channels, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        index_t row, column, o[kMaxSpatialDims];
-        divmod(reach.columns_divisor, static_cast<index_t>(p), row, column);
-        const index_t position = (reach.begin + row) * g.out_size[2] + reach.column + column;
-        unravel_spatial(position, g.out_size_divisor, o);
-        col2im_pixel(c, g, index_t(0), o, index_t(0), channels, y + int64_t(position) * channels);
-      }
-    });
-  });
-}
-
-// Channels-last im2col: parallel over input positions, each writing its
-// column row tap by tap.
-void im2col_channels_last_cpu(const at::Tensor& grad_output, const at::Tensor& cols,
-                              const Geometry& geometry, const Config& config) {
-  dispatch_launch_with_columns(grad_output.scalar_type(), cols, geometry, config,
-                               [&](auto tag, auto* c, const auto& g) {
-    using scalar_t = decltype(tag);
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    const index_t channels = g.out_channels();
-    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels));
-    at::parallel_for(0, g.col_width(), grain, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        index_t n, position, in[kMaxSpatialDims];
-        divmod(g.in_numel_divisor, static_cast<index_t>(r), n, position);
-        unravel_spatial(position, g.in_size_divisor, in);
-        for (index_t tap = 0; tap < g.taps(); ++tap) {
-          index_t k[kMaxSpatialDims];
-          unravel_spatial(tap, g.kernel_divisor, k);
-          im2col_pixel_tap(gy, g, n, position, in, tap, k, index_t(0), channels, c);
-        }
-      }
-    });
-  });
-}
-
-void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
-                        const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                        const Geometry& geometry, const Config& config) {
-  dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* x = input.const_data_ptr<scalar_t>();
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    const scalar_t* b = bias_ptr<scalar_t>(bias);
-    scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    const int64_t cost = g.taps() * g.in_channels_per_group;
-    if (config.cpu_row_kernels) {
-      const auto ranges = inner_ranges_of(g);
-      for_each_scattered_row<index_t, opmath_t>(y, out.numel(), g, cost,
-                                                [&](index_t r, opmath_t* acc) {
-        direct_forward_row(x, w, b, g, ranges.data(), r, acc);
-      });
-      return;
-    }
-    for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
-      y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
-    });
-  });
-}
-
-void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
-                           const at::Tensor& grad_input, const Geometry& geometry,
-                           const Config& config) {
-  dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
-    const int64_t cost = g.taps() * g.out_channels_per_group;
-    if (config.cpu_row_kernels) {
-      const int64_t length = g.in_size[2];
-      const auto ranges = inner_ranges_of(g);
-      for_each_row<index_t, opmath_t>(
-          gx, grad_input.numel() / length, length, length, cost,
-          [&](index_t r, opmath_t* acc) { direct_input_grad_row(gy, w, g, ranges.data(), r, acc); },
-          [&](const opmath_t* acc, scalar_t* dst) { copy_row(dst, acc, length, int64_t(1)); });
-      return;
-    }
-    for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {
-      gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
-    });
-  });
-}
-
-void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
-                            const at::Tensor& grad_weight, const Geometry& geometry,
-                            const Config& config) {
-  dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    using opmath_t = at::opmath_type<scalar_t>;
-    using index_t = index_type<decltype(g)>;
-    const scalar_t* x = input.const_data_ptr<scalar_t>();
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
-    const index_t positions = g.batch * g.in_numel();
-    const bool rows = config.cpu_row_kernels;
-    for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
-      gw[i] = static_cast<scalar_t>(
-          rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
-               : direct_weight_grad_partial<opmath_t>(x, gy, g, i, index_t(0), positions,
-                                                      index_t(1)));
-    });
-  });
-}
-
-// The implicit GEMMs (algorithm "phase"): the scalar tiles, in parallel
-// over tiles and split-K slices, or a forced tensor-core variant through the
-// emulation of its CUDA kernel. Split-K follows the same rule as on the GPU,
-// so the CPU suite runs the slices and their reduction too.
-template <int TM, int TN, typename acc_t, typename View, typename Tile>
-void run_gemm_tiles(const View& v, int64_t depth_step, int64_t steps_per_depth, const Tile& tile) {
-  const int64_t outputs = int64_t(v.rows()) * v.cols() * v.g.groups;
-  const SplitK split =
-      split_k_for(tile_count<TM, TN>(v, SplitK{}), outputs, v.depth(), depth_step);
-  at::Tensor workspace;
-  acc_t* partial = nullptr;
-  if (split.slices > 1) {
-    workspace = at::empty({split.slices * outputs},
-                          at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    partial = workspace.mutable_data_ptr<acc_t>();
+const char* name_of(CpuIsa isa) {
+  for (const auto& [name, value] : kCpuIsaNames) {
+    if (value == isa) return name;
   }
-  const TileStore<View, acc_t> store{v, partial};
-  const int64_t cost = int64_t(TM) * TN * std::max<int64_t>(split.slice_depth, 1) * steps_per_depth;
-  at::parallel_for(0, tile_count<TM, TN>(v, split), std::max<int64_t>(1, kStepsPerTask / cost),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t i = begin; i < end; ++i) {
-                       tile(tile_coord<TM, TN>(v, split, i), store);
-                     }
-                   });
-  if (partial == nullptr) return;
-  at::parallel_for(0, outputs, std::max<int64_t>(1, kStepsPerTask / split.slices),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t e = begin; e < end; ++e) {
-                       split_k_reduce_element(v, partial, split.slices, e);
-                     }
-                   });
+  return "auto";
 }
 
-template <typename scalar_t, typename View>
-void implicit_gemm_cpu(const View& v, const Config& config) {
-  if constexpr (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>) {
-    // The emulation steps through every thread of a block: many times the
-    // scalar tile's work per product.
-    constexpr int64_t kEmulationSteps = 16;
-    const bool emulated = with_mma_shape(config.tile_variant, [&](auto shape) {
-      using Shape = decltype(shape);
-      run_gemm_tiles<Shape::BM, Shape::BN, float>(
-          v, Shape::BK, kEmulationSteps, [&](const auto& t, const auto& store) {
-            mma_gemm_tile_emulated<Shape, scalar_t>(v, t, store);
-          });
-    });
-    if (emulated) return;
-  }
-  using acc_t = at::opmath_type<scalar_t>;
-  run_gemm_tiles<kScalarTileRows, kScalarTileCols, acc_t>(
-      v, 1, 1, [&](const auto& t, const auto& store) { scalar_gemm_tile<acc_t>(v, t, store); });
-}
-
-void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, const at::Tensor& out,
-                       const Geometry& geometry, const Config& config) {
-  dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    for_each_forward_gemm<scalar_t>(input, weight, bias, out, g, [&](const auto& view) {
-      implicit_gemm_cpu<scalar_t>(view, config);
-    });
-  });
-}
-
-void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
-                             const at::Tensor& grad_input, const Geometry& geometry,
-                             const Config& config) {
-  dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    implicit_gemm_cpu<scalar_t>(input_grad_gemm<scalar_t>(grad_output, weight, grad_input, g),
-                                config);
-  });
-}
-
-void implicit_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
-                              const at::Tensor& grad_weight, const Geometry& geometry,
-                              const Config& config) {
-  dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    implicit_gemm_cpu<scalar_t>(weight_grad_gemm<scalar_t>(input, grad_output, grad_weight, g),
-                                config);
-  });
-}
-
-// Sums n values in the op-math dtype in a fixed order: eight interleaved
-// partial sums (which the compiler can keep in vector registers), then
-// their total. ATen's own bfloat16 sum took 16x its float32 time on the
-// depthwise benchmark layer's output (bench/NOTES.md).
-template <typename acc_t, typename scalar_t>
-acc_t sum_of(const scalar_t* __restrict__ x, int64_t n) {
-  constexpr int kLanes = 8;
-  acc_t partial[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) partial[j] += static_cast<acc_t>(x[i + j]);
-  }
-  for (int j = 0; i < n; ++i, ++j) partial[j] += static_cast<acc_t>(x[i]);
-  acc_t total(0);
-  for (int j = 0; j < kLanes; ++j) total += partial[j];
-  return total;
-}
-
-// Channels-last grad_output, (N, positions, channels) in memory: the same
-// sums in the same order as sum_of over each channel's plane, so the same
-// bits as a contiguous grad_output, but reading whole runs of channels. A
-// task takes one sample and a block of channels, with the eight interleaved
-// partial sums as eight rows of accumulators; the samples' sums are added
-// in sample order.
-template <typename opmath_t, typename scalar_t>
-void bias_grad_channels_last(const scalar_t* gy, int64_t batch, int64_t positions,
-                             int64_t channels, scalar_t* b) {
-  constexpr int kLanes = 8;
-  constexpr int64_t kChannelBlock = 64;
-  const int64_t blocks = (channels + kChannelBlock - 1) / kChannelBlock;
-  std::vector<opmath_t> per_sample(batch * channels);
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(positions * kChannelBlock, 1));
-  at::parallel_for(0, batch * blocks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<opmath_t> partial(kLanes * kChannelBlock);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks;
-      const int64_t c0 = task % blocks * kChannelBlock;
-      const int64_t count = std::min(kChannelBlock, channels - c0);
-      std::fill(partial.begin(), partial.end(), opmath_t(0));
-      const scalar_t* sample = gy + n * positions * channels + c0;
-      for (int64_t i = 0; i < positions; ++i) {
-        add_row(partial.data() + (i % kLanes) * kChannelBlock, sample + i * channels, count);
-      }
-      for (int64_t c = 0; c < count; ++c) {
-        opmath_t total(0);
-        for (int j = 0; j < kLanes; ++j) total += partial[j * kChannelBlock + c];
-        per_sample[n * channels + c0 + c] = total;
-      }
+// TORCH_TCONV_CPU_ISA's variant, or the widest supported one.
+CpuIsa automatic_cpu_isa() {
+  const char* requested = std::getenv("TORCH_TCONV_CPU_ISA");
+  if (requested == nullptr || *requested == '\0') {
+    for (CpuIsa isa : {CpuIsa::kAvx512, CpuIsa::kAvx2}) {
+      if (cpu_isa_supported(isa)) return isa;
     }
-  });
-  for (int64_t c = 0; c < channels; ++c) {
-    opmath_t total(0);
-    for (int64_t n = 0; n < batch; ++n) total += per_sample[n * channels + c];
-    b[c] = static_cast<scalar_t>(total);
+    return CpuIsa::kBase;
   }
-}
-
-// Parallel over channels; each channel's sum runs in one fixed order.
-void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
-  TORCH_TCONV_DISPATCH(grad_output.scalar_type(), "bias_grad_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    scalar_t* b = out.mutable_data_ptr<scalar_t>();
-    const int64_t batch = grad_output.size(0);
-    const int64_t channels = grad_output.size(1);
-    const int64_t plane = batch * channels == 0 ? 0 : grad_output.numel() / (batch * channels);
-    if (!grad_output.is_contiguous()) {
-      bias_grad_channels_last<opmath_t>(gy, batch, plane, channels, b);
-      return;
-    }
-    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(batch * plane, 1));
-    at::parallel_for(0, channels, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        opmath_t total(0);
-        for (int64_t n = 0; n < batch; ++n) {
-          total += sum_of<opmath_t>(gy + (n * channels + c) * plane, plane);
-        }
-        b[c] = static_cast<scalar_t>(total);
-      }
-    });
-  });
-}
-
-// float16/bfloat16 GEMMs in their own dtype where the processor has AMX for
-// that dtype, where oneDNN's GEMMs outrun float32 ones (bench/NOTES.md has
-// the figures); elsewhere they run at float32's speed or far slower. A rule
-// of the machine, not a timing, so that the numerics of a call never depend
-// on a measurement.
-at::ScalarType column_dtype_cpu(at::ScalarType dtype, const Config& config) {
-  if (!at::isReducedFloatingType(dtype)) return dtype;
-  switch (config.cpu_reduced_precision_gemm) {
-    case ReducedPrecisionGemm::kAlways:
-      return dtype;
-    case ReducedPrecisionGemm::kNever:
-      return at::kFloat;
-    case ReducedPrecisionGemm::kAuto:
-      break;
+  const std::string name(requested);
+  std::string supported;
+  for (const std::string& s : supported_cpu_isa_names()) supported += " '" + s + "'";
+  for (const auto& [known, isa] : kCpuIsaNames) {
+    if (name != known || isa == CpuIsa::kAuto) continue;
+    TORCH_CHECK_VALUE(cpu_isa_supported(isa), "TORCH_TCONV_CPU_ISA='", name,
+                      "' is not supported by this processor; it supports", supported);
+    return isa;
   }
-  const MachineFacts facts = machine_facts();
-  return (dtype == at::kBFloat16 ? facts.bfloat16_gemm_fast : facts.float16_gemm_fast)
-             ? dtype
-             : at::kFloat;
+  TORCH_CHECK_VALUE(false, "TORCH_TCONV_CPU_ISA must be one of 'base', 'avx2', 'avx512', got '",
+                    name, "'");
 }
 
 const Backend& cpu_backend() {
-  static const Backend backend{
-      col2im_cpu,
-      col2im_window_cpu,
-      im2col_cpu,
-      col2im_channels_last_cpu,
-      col2im_window_channels_last_cpu,
-      im2col_channels_last_cpu,
-      direct_forward_cpu,
-      direct_input_grad_cpu,
-      direct_weight_grad_cpu,
-      phase_forward_cpu,
-      implicit_input_grad_cpu,
-      implicit_weight_grad_cpu,
-      bias_grad_cpu,
-      column_dtype_cpu,
-      /*column_chunk_bytes=*/kColumnChunkBytes,
-      /*parallel_chunks=*/true,
-      /*synchronize=*/nullptr,
-      /*capturing=*/nullptr,
-      /*contiguous_forward_weight=*/true,
-  };
-  return backend;
+  return cpu_backend_for(config_snapshot());
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torch_tconv, CPU, m) {
-  BackendOps<cpu_backend>::register_impls(m);
+bool cpu_isa_supported(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAuto:
+    case CpuIsa::kBase:
+      return true;
+#if defined(__x86_64__) || defined(_M_X64)
+    case CpuIsa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case CpuIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+    default:
+      return false;
+  }
+}
+
+std::vector<std::string> supported_cpu_isa_names() {
+  std::vector<std::string> names;
+  for (CpuIsa isa : {CpuIsa::kBase, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (cpu_isa_supported(isa)) names.push_back(name_of(isa));
+  }
+  return names;
+}
+
+CpuIsa resolve_cpu_isa(CpuIsa isa) {
+  if (isa != CpuIsa::kAuto) return isa;
+  // A function-local static: read once, by the first call; an invalid
+  // variable leaves it unset, so every call raises the same error.
+  static const CpuIsa automatic = automatic_cpu_isa();
+  return automatic;
+}
+
+const Backend& cpu_backend_for(const Config& config) {
+  switch (resolve_cpu_isa(config.cpu_isa)) {
+    case CpuIsa::kAvx512:
+      return cpu_launchers_avx512();
+    case CpuIsa::kAvx2:
+      return cpu_launchers_avx2();
+    default:
+      return cpu_launchers_base();
+  }
 }
 
 }  // namespace torch_tconv
+
+TORCH_LIBRARY_IMPL(torch_tconv, CPU, m) {
+  torch_tconv::BackendOps<torch_tconv::cpu_backend>::register_impls(m);
+}

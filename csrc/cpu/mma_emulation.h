@@ -11,6 +11,7 @@
 #include "../kernels/mma_tiles.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 template <typename scalar_t>
 float half_to_float(uint16_t bits) {
@@ -108,4 +109,5 @@ void mma_gemm_tile_emulated(const View& v, const TileCoord<typename View::index_
   }
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

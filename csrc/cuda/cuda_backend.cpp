@@ -46,6 +46,7 @@ const Backend& cuda_backend() {
       synchronize_cuda,
       capturing_cuda,
       /*contiguous_forward_weight=*/false,
+      /*name=*/"cuda",
   };
   return backend;
 }

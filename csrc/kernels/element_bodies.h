@@ -11,6 +11,7 @@
 #include "taps.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // ---------------------------------------------------------------------------
 // GEMM path: col2im (forward) and im2col (input and weight gradients).
@@ -237,4 +238,5 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
   return acc;
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

@@ -16,6 +16,22 @@
 
 #include <cstdint>
 
+// The CPU launchers are compiled once per instruction set (cpu/cpu_isa.h),
+// each translation unit defining TORCH_TCONV_CPU_ISA to its variant's name.
+// The bodies' functions then live in a namespace of that name: the same
+// template with the same arguments would otherwise get the same symbol in
+// every variant, and the linker, keeping one copy, could hand the AVX-512
+// one to the baseline launchers. The types here, which the rest of the
+// library shares, stay outside; elsewhere (CUDA, the library's other files)
+// the namespace is empty.
+#ifdef TORCH_TCONV_CPU_ISA
+#define TORCH_TCONV_ISA_NAMESPACE_BEGIN inline namespace TORCH_TCONV_CPU_ISA {
+#define TORCH_TCONV_ISA_NAMESPACE_END }
+#else
+#define TORCH_TCONV_ISA_NAMESPACE_BEGIN
+#define TORCH_TCONV_ISA_NAMESPACE_END
+#endif
+
 namespace torch_tconv {
 
 constexpr int kMaxSpatialDims = 3;

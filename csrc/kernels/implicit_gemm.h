@@ -39,6 +39,7 @@
 #include "phase_tiles.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // Where element (n, c, position) of an activation tensor (N, C, spatial...)
 // lies, position being the row-major linear index over the spatial dims:
@@ -524,4 +525,5 @@ C10_HOST_DEVICE inline void scalar_gemm_tile(const View& v, const TileCoord<inde
   }
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

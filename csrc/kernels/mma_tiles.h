@@ -37,6 +37,7 @@
 #include "implicit_gemm.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 constexpr int kWarpSize = 32;
 constexpr int kMmaM = 16;
@@ -329,4 +330,5 @@ inline TileVariant default_mma_variant(int64_t rows, int64_t cols, int64_t group
   return large_tiles >= kOneWaveBlocks ? TileVariant::kMma128x64 : TileVariant::kMma64x64;
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

@@ -17,6 +17,7 @@
 #include "taps.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // One output phase of a problem: its outputs and taps per spatial dim.
 template <typename index_t>
@@ -184,4 +185,5 @@ C10_HOST_DEVICE inline index_t phase_input_position(
   return position;
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

@@ -17,6 +17,7 @@
 #include "row_bodies.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // Calls run(group, first channel in the group, offset of that channel from
 // channel_begin, count) for the runs of channels [channel_begin,
@@ -93,4 +94,5 @@ C10_HOST_DEVICE inline void im2col_pixel_tap(
   });
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

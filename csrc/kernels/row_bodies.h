@@ -4,6 +4,7 @@
 #include "element_bodies.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // ---------------------------------------------------------------------------
 // Row bodies: the same sums as the element bodies, a whole innermost-dim row
@@ -313,4 +314,5 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
   return acc;
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv

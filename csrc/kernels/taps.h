@@ -9,6 +9,7 @@
 #include "geometry.h"
 
 namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
 
 // The first kernel tap of spatial dim j whose scatter lands on output
 // coordinate `out`, and the input coordinate it comes from: the smallest k
@@ -155,4 +156,5 @@ C10_HOST_DEVICE inline void for_each_tap_from(
   });
 }
 
+TORCH_TCONV_ISA_NAMESPACE_END
 }  // namespace torch_tconv
