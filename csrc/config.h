@@ -38,8 +38,8 @@ enum class TileVariant {
 enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
 
 // Which compiled variant of the CPU launchers runs (cpu/cpu_isa.h): kAuto
-// the widest this processor supports, or the one the environment variable
-// TORCH_TCONV_CPU_ISA names; the others force a variant, which must be
+// the one the environment variable TORCH_TCONV_CPU_ISA names, else AVX2
+// where the processor has it; the others force a variant, which must be
 // supported (tests run each against kBase).
 enum class CpuIsa { kAuto = 0, kBase = 1, kAvx2 = 2, kAvx512 = 3 };
 

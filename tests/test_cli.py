@@ -72,6 +72,8 @@ def test_info(tmp_path):
                                         if torch.cuda.is_available() else 0)
     if info["build"] is None:
         assert info["cuda_architectures"].startswith("unknown")
+    assert info["cpu_kernel_variant_in_use"] in info["cpu_kernel_variants"]
+    assert f"variant {info['cpu_kernel_variant_in_use']} in use" in text.stdout
 
 
 # (command-line arguments, the same layer as F.conv_transpose*d's keywords)

@@ -38,10 +38,11 @@
                                 "always" or "never" force one
     cpu_isa                     which compiled variant of the CPU kernels runs:
                                 "auto" (the one the environment variable
-                                TORCH_TCONV_CPU_ISA names, else the widest this
-                                processor supports), "base", "avx2" (AVX2 and
-                                FMA) or "avx512" (AVX-512 F/BW/VL/DQ); all give
-                                the same bits, only their speed differs
+                                TORCH_TCONV_CPU_ISA names, else "avx2" where
+                                the processor has it; "avx512" measured
+                                slower), "base", "avx2" (AVX2 and FMA) or
+                                "avx512" (AVX-512 F/BW/VL/DQ); all give the
+                                same bits, only their speed differs
 
 The settings are process-wide. Each op takes one snapshot of all of them
 when it starts, so a call in flight keeps its settings when another thread

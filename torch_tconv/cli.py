@@ -130,6 +130,8 @@ def machine_info():
         "build": recorded,
         "cpu_model": cpu_model,
         "cpu_isa": isa,
+        "cpu_kernel_variants": torch_tconv.backends.supported_cpu_isas(),
+        "cpu_kernel_variant_in_use": torch_tconv.backends.cpu_isa_in_use(),
         "cpu_count": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count()),
         "torch_threads": torch.get_num_threads(),
@@ -164,6 +166,9 @@ def cmd_info(args):
     print(f"CPU: {info['cpu_model']}; {info['cpu_count']} usable cores, "
           f"{info['torch_threads']} torch threads; "
           f"ISA: {' '.join(info['cpu_isa']) or 'none listed'}")
+    print(f"CPU kernels: variant {info['cpu_kernel_variant_in_use']} in use "
+          f"(this processor runs {', '.join(info['cpu_kernel_variants'])}; "
+          "torch_tconv.backends.cpu_isa or TORCH_TCONV_CPU_ISA choose)")
     gpus = info["devices"][1:]
     if not gpus:
         print("CUDA devices: none visible" + ("" if info["torch_cuda"] else

@@ -17,14 +17,12 @@ const char* name_of(CpuIsa isa) {
   return "auto";
 }
 
-// TORCH_TCONV_CPU_ISA's variant, or the widest supported one.
+// TORCH_TCONV_CPU_ISA's variant, or AVX2 where supported (see
+// resolve_cpu_isa).
 CpuIsa automatic_cpu_isa() {
   const char* requested = std::getenv("TORCH_TCONV_CPU_ISA");
   if (requested == nullptr || *requested == '\0') {
-    for (CpuIsa isa : {CpuIsa::kAvx512, CpuIsa::kAvx2}) {
-      if (cpu_isa_supported(isa)) return isa;
-    }
-    return CpuIsa::kBase;
+    return cpu_isa_supported(CpuIsa::kAvx2) ? CpuIsa::kAvx2 : CpuIsa::kBase;
   }
   const std::string name(requested);
   std::string supported;

@@ -35,7 +35,9 @@ std::vector<std::string> supported_cpu_isa_names();
 
 // The variant a call with this setting runs: kAuto is the one the
 // environment variable TORCH_TCONV_CPU_ISA names (read once; an unknown or
-// unsupported name raises at every call), else the widest supported.
+// unsupported name raises at every call), else AVX2 where the processor
+// has it: the AVX-512 variant measured slower on this library's passes
+// (bench/NOTES.md), so it runs only when asked for.
 CpuIsa resolve_cpu_isa(CpuIsa isa);
 
 // The Backend of the variant a call with this configuration runs.

@@ -6,7 +6,7 @@
 // From here on, this variant's instructions: only the bodies and launchers
 // (see launcher_includes.h).
 #if defined(__x86_64__) || defined(_M_X64)
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
 #define TORCH_TCONV_CPU_ISA_COMPILED 1
 #endif
 #include "launchers.h"
