@@ -324,6 +324,28 @@ def test_resize_conv_layer_stays_artifact_free_after_a_training_step():
     assert layer(torch.randn(3, 5, 7, dtype=torch.float64)).shape == (3, 10, 14)  # unbatched
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_resize_conv_layer_scripts_traces_compiles_and_exports(dims):
+    """ResizeConv*d works with what users do with their layers: TorchScript
+    (script and trace), torch.compile(fullgraph=True), torch.export, and
+    ONNX (torch's own transposed convolution in the graph), each giving the
+    eager output."""
+    from common_utils import onnx_export_and_run
+
+    layer = RESIZE_CONV[dims](4, 6, 3, 2)
+    x = torch.randn(2, 4, *([5, 4, 3][:dims]))
+    expected = layer(x)
+    assert torch.equal(torch.jit.script(layer)(x), expected)
+    assert torch.equal(torch.jit.trace(layer, x)(x), expected)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(layer, fullgraph=True)(x), expected)
+    exported = torch.export.export(layer, (x,))
+    torch.testing.assert_close(exported.module()(x), expected)
+    op_types, out = onnx_export_and_run(layer, x)
+    assert "ConvTranspose" in op_types
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_resize_conv_layer_has_the_conv_layout_and_default_init():
     layer = torch_tconv.ResizeConv2d(8, 6, 3, 2, groups=2)
     reference = nn.Conv2d(8, 6, 3, groups=2)

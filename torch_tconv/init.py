@@ -98,20 +98,29 @@ def resize_conv_kernel(base: Tensor, stride: IntOrTuple) -> Tensor:
     if dims > base.dim() - 2:
         raise ValueError(f"{function}: stride has {dims} entries but base of shape "
                          f"{tuple(base.shape)} has only {base.dim() - 2} spatial dims")
-    kernel = base
+    return _box_convolved(base, strides)
+
+
+def _box_convolved(kernel: Tensor, strides: List[int]) -> Tensor:
+    """resize_conv_kernel without the checks: TorchScript code, which
+    ResizeConv*d's forward runs (strides: one per trailing spatial dim)."""
+    dims = len(strides)
     # Separable: the box of ones is a product of 1-D boxes, so one pass per dim
     # of s shifted copies (s * dims terms instead of s ** dims).
-    for axis, s in enumerate(strides):
-        if s == 1:
-            continue
-        dim = base.dim() - dims + axis
-        m = kernel.shape[dim]
-        zeros_shape = list(kernel.shape)
-        zeros_shape[dim] = s - 1
-        zeros = kernel.new_zeros(zeros_shape)
-        padded = torch.cat([zeros, kernel, zeros], dim)  # m + 2(s - 1) long
-        # out[j] = sum_b kernel[j - b] = sum_b padded[j - b + s - 1]
-        kernel = sum(padded.narrow(dim, s - 1 - b, m + s - 1) for b in range(s))
+    for axis in range(dims):
+        s = strides[axis]
+        if s > 1:
+            dim = kernel.dim() - dims + axis
+            m = kernel.shape[dim]
+            zeros_shape = list(kernel.shape)
+            zeros_shape[dim] = s - 1
+            zeros = kernel.new_zeros(zeros_shape)
+            padded = torch.cat([zeros, kernel, zeros], dim)  # m + 2(s - 1) long
+            # out[j] = sum_b kernel[j - b] = sum_b padded[j - b + s - 1]
+            total = padded.narrow(dim, s - 1, m + s - 1)
+            for b in range(1, s):
+                total = total + padded.narrow(dim, s - 1 - b, m + s - 1)
+            kernel = total
     return kernel
 
 

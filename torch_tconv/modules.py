@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .checkerboard import DeadPhaseWarning, _dead_phase_message
 from .functional import (_exporting_to_onnx, _op_padding, _torch_conv_transpose,
                          conv_transpose1d, conv_transpose2d, conv_transpose3d)
-from .init import resize_conv_kernel
+from .init import _box_convolved
 
 
 def _spatial_output_size(input: Tensor, output_size: List[int], spatial_dims: int) -> List[int]:
@@ -196,6 +196,10 @@ class _ResizeConvNd(nn.Module):
         # that it is in * s long and lines up with a convolution padded
         # (m - 1) // 2 before and m // 2 after (F.conv2d's padding='same').
         self._padding_pairs = [(m // 2, (m - 1) // 2) for m in self.kernel_size]
+        # The op's form of those crops (the starts, then the ends), for a
+        # forward that TorchScript can compile.
+        self._op_padding: List[int] = [m // 2 for m in self.kernel_size] + \
+            [(m - 1) // 2 for m in self.kernel_size]
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(
             (out_channels, in_channels // groups, *self.kernel_size), **factory))
@@ -236,12 +240,20 @@ class _ResizeConvNd(nn.Module):
         g = self.weight.reshape(groups, out_per_group, in_per_group, *self.kernel_size)
         g = g.transpose(1, 2).reshape(self.in_channels, out_per_group, *self.kernel_size)
         g = g.flip(list(range(2, 2 + dims)))
-        return resize_conv_kernel(g, self.stride)
+        return _box_convolved(g, list(self.stride))
 
     def forward(self, input: Tensor) -> Tensor:
-        return _FUNCTIONALS[self._spatial_dims](
-            input, self.transposed_weight(), self.bias, self.stride, self._padding_pairs, 0,
-            self.groups, 1)
+        if not torch.jit.is_scripting():
+            if _exporting_to_onnx():
+                # The functional hands the call to torch's own op, which the
+                # ONNX exporters translate.
+                return _FUNCTIONALS[self._spatial_dims](
+                    input, self.transposed_weight(), self.bias, self.stride,
+                    self._padding_pairs, 0, self.groups, 1)
+        dims = self._spatial_dims
+        return torch.ops.torch_tconv.conv_transpose(
+            input, self.transposed_weight(), self.bias, list(self.stride), self._op_padding,
+            [0] * dims, [1] * dims, self.groups, None)
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -295,14 +307,17 @@ _RESIZE_CONV_DOC = r"""Nearest-neighbour upsampling by ``stride``, then a stride
 
 class ResizeConv1d(_ResizeConvNd):
     __doc__ = _RESIZE_CONV_DOC.replace("{n}", "1")
+    __constants__ = ["_spatial_dims"]
     _spatial_dims = 1
 
 
 class ResizeConv2d(_ResizeConvNd):
     __doc__ = _RESIZE_CONV_DOC.replace("{n}", "2")
+    __constants__ = ["_spatial_dims"]
     _spatial_dims = 2
 
 
 class ResizeConv3d(_ResizeConvNd):
     __doc__ = _RESIZE_CONV_DOC.replace("{n}", "3")
+    __constants__ = ["_spatial_dims"]
     _spatial_dims = 3
