@@ -97,21 +97,24 @@ def test_unknown_and_unsupported_variants_are_refused():
     assert torch_tconv.backends.cpu_isa == "auto"
 
 
-def run_with_environment(value, code):
+def run_with_environment(value, code, cwd):
+    """code in a fresh interpreter with TORCH_TCONV_CPU_ISA=value, run outside
+    the source tree (whose torch_tconv/ would shadow an installed copy)."""
     env = dict(os.environ, TORCH_TCONV_CPU_ISA=value)
     return subprocess.run([sys.executable, "-c", "import torch, torch_tconv\n" + code],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_the_environment_variable_chooses_the_automatic_variant():
+def test_the_environment_variable_chooses_the_automatic_variant(tmp_path):
     done = run_with_environment(
         "base", "x = torch.randn(1, 2, 3, 3); w = torch.randn(2, 2, 3, 3)\n"
         "torch_tconv.conv_transpose2d(x, w)\n"
-        "print(torch_tconv.backends.cpu_isa_in_use())")
+        "print(torch_tconv.backends.cpu_isa_in_use())", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "base"
     refused = run_with_environment(
-        "avx9", "torch_tconv.conv_transpose2d(torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3))")
+        "avx9", "torch_tconv.conv_transpose2d(torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3))",
+        tmp_path)
     assert refused.returncode != 0
     assert "TORCH_TCONV_CPU_ISA must be one of" in refused.stderr
 
