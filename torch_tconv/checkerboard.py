@@ -54,7 +54,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .functional import _op_padding
+from .functional import _is_int, _op_padding
+from .init import _per_dim
 
 IntOrTuple = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
@@ -71,10 +72,6 @@ class DeadPhaseWarning(UserWarning):
     some output phases without any kernel tap (bias-only outputs).
     ``torch_tconv.ConvTranspose1d/2d/3d`` emit it at construction; silence it
     with ``warnings.filterwarnings("ignore", category=DeadPhaseWarning)``."""
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_sequence(value) -> bool:
@@ -96,20 +93,6 @@ def _spatial_dims(function: str, **values) -> int:
         name = next(iter(lengths))
         raise ValueError(f"{function}: {name} must have at least one entry, got {name}={values[name]!r}")
     return dims
-
-
-def _per_dim(function: str, name: str, value, dims: int, minimum: int) -> List[int]:
-    if _is_int(value):
-        values = [value] * dims
-    elif _is_sequence(value) and all(_is_int(v) for v in value):
-        values = list(value)
-    else:
-        raise TypeError(f"{function}: {name} must be an int or a tuple of ints, "
-                        f"got {name}={value!r}")
-    if any(v < minimum for v in values):
-        raise ValueError(f"{function}: {name} must be >= {minimum} in every dim, "
-                         f"got {name}={value!r}")
-    return values
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,11 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .functional import _is_int
+
 IntOrTuple = Union[int, Sequence[int]]
 
 __all__ = ["resize_conv_kernel", "resize_conv_", "bilinear_"]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _per_dim(function: str, name: str, value: IntOrTuple, dims: int, minimum: int) -> List[int]:
