@@ -17,8 +17,6 @@
 
 namespace torch_tconv {
 
-enum class OpKind { kForward = 0, kInputGrad = 1, kWeightGrad = 2, kBackward = 3 };
-
 struct AutotuneChoice {
   Algorithm algorithm;
   TileVariant tile_variant;

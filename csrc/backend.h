@@ -45,6 +45,13 @@ struct Backend {
                                       const Geometry& g, const Config& config);
   void (*im2col_channels_last)(const at::Tensor& grad_output, const at::Tensor& cols,
                                const Geometry& g, const Config& config);
+  // col2im from position-major columns into a contiguous out (N, C_out,
+  // out...) + bias, an output row of every channel at a time. Null where the
+  // backend has none (then contiguous activations keep channel-major columns).
+  void (*col2im_position_major_rows)(const at::Tensor& cols,
+                                     const std::optional<at::Tensor>& bias,
+                                     const at::Tensor& out, const Geometry& g,
+                                     const Config& config);
   // Direct path (no GEMM, no column buffer).
   void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,

@@ -33,6 +33,17 @@ at::Tensor position_rows(const at::Tensor& t, const Chunk& c) {
       .transpose(0, 1);
 }
 
+at::Tensor position_rows_copy(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
+  const Geometry& g = c.g;
+  const int64_t n = g.batch;
+  auto rows = at::empty({g.groups, n, g.in_numel(), g.in_channels_per_group},
+                        t.options().dtype(dtype));
+  rows.copy_(input_part(t, c)
+                 .view({n, g.groups, g.in_channels_per_group, g.in_numel()})
+                 .permute({1, 0, 3, 2}));
+  return rows.view({g.groups, n * g.in_numel(), g.in_channels_per_group});
+}
+
 namespace {
 
 // The weight (C_in, C_out/G, taps) as (groups, C_in/groups, taps * C_out/G),
@@ -99,7 +110,11 @@ at::Tensor forward_weight(const Backend& backend, const at::Tensor& w, const Geo
 void forward_columns(const at::Tensor& w_op, const at::Tensor& x, const Chunk& c,
                      const Plan& plan, at::Tensor cols) {
   if (plan.position_major()) {
-    at::bmm_out(cols, position_rows(x, c).to(cols.scalar_type()), w_op);
+    const bool channels_last = plan.activation_format != at::MemoryFormat::Contiguous;
+    at::bmm_out(cols,
+                channels_last ? position_rows(x, c).to(cols.scalar_type())
+                              : position_rows_copy(x, c, cols.scalar_type()),
+                w_op);
     return;
   }
   at::bmm_out(cols, w_op, group_major(x, c, cols.scalar_type()));

@@ -23,6 +23,10 @@ at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype
 // C/groups): a view, the position-major GEMMs' activation operand.
 at::Tensor position_rows(const at::Tensor& t, const Chunk& c);
 
+// The same rows of a contiguous (N, C, in...) tensor, where they are not a
+// view: a transposing copy, in `dtype`.
+at::Tensor position_rows_copy(const at::Tensor& t, const Chunk& c, at::ScalarType dtype);
+
 // The weight as the forward GEMM's operand, in the column dtype: with
 // channel-major columns W_gᵀ (groups, C_out/groups * taps, C_in/groups), a
 // transposed view or a contiguous copy where the backend prefers one (see
@@ -35,7 +39,8 @@ at::Tensor forward_weight(const Backend& backend, const at::Tensor& w, const Geo
 // groups by bmm), with channel-major columns:
 //   cols_g (C_out/G * taps, n * in_numel) = W_gᵀ (C_out/G * taps, C_in/G)
 //                                          · X_g (C_in/G, n * in_numel)
-// and with position-major columns (x channels-last):
+// and with position-major columns (x channels-last, or a contiguous x's
+// rows copied out, see Plan::position_major_columns):
 //   cols_g (n * in_numel, taps * C_out/G) = X_rows_g (n * in_numel, C_in/G)
 //                                          · W_g (C_in/G, taps * C_out/G)
 // Each entry is the same dot product over C_in/G either way.

@@ -93,7 +93,10 @@ at::Tensor run_forward(const Backend& backend, const Problem& problem, const Pla
     return out;
   }
   const at::Tensor w_op = forward_weight(backend, w, g, plan);
-  const auto col2im = plan.position_major() ? backend.col2im_channels_last : backend.col2im;
+  const auto col2im = !plan.position_major() ? backend.col2im
+                      : plan.activation_format != at::MemoryFormat::Contiguous
+                          ? backend.col2im_channels_last
+                          : backend.col2im_position_major_rows;
   WindowedOutput windowed(backend, plan, g, b);
   for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t) {
     forward_columns(w_op, x, c, plan, cols);

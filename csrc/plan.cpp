@@ -19,6 +19,16 @@ Path choose_path(const Backend& backend, const Geometry& g, const Config& config
   return g.in_channels_per_group == 1 ? Path::kDirect : Path::kGemm;
 }
 
+// A contiguous forward whose output rows are short and whose channels are
+// many: the channel-major col2im adds a few values per tap and row (8 per tap
+// for a 16-wide k4 s2 output row), while position-major columns let it add
+// whole runs of channels per output pixel and store each row once.
+bool short_rows_many_channels(const Geometry& g) {
+  constexpr int64_t kShortRow = 32;
+  constexpr int64_t kManyChannels = 32;
+  return g.out_size[2] <= kShortRow && g.out_channels_per_group >= kManyChannels;
+}
+
 ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType dtype,
                       const Config& config) {
   const int64_t element = c10::elementSize(dtype);
@@ -62,11 +72,15 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
                at::ScalarType dtype) {
   const Path path = choose_path(backend, problem.geometry, config);
-  Plan plan{config, path, path == Path::kDirect, dtype, {}, at::MemoryFormat::Contiguous};
+  Plan plan{config, path, path == Path::kDirect, dtype, {}, at::MemoryFormat::Contiguous, false};
   if (path == Path::kGemm) {
     plan.column_dtype = backend.column_dtype(dtype, config);
     plan.chunks = plan_chunks(backend, problem.geometry, plan.column_dtype, config);
     if (backend.col2im_channels_last != nullptr) plan.activation_format = problem.result_format;
+    plan.position_major_columns =
+        plan.activation_format != at::MemoryFormat::Contiguous ||
+        (problem.op == OpKind::kForward && backend.col2im_position_major_rows != nullptr &&
+         !plan.chunks.windows && short_rows_many_channels(problem.geometry));
   }
   return plan;
 }

@@ -54,9 +54,14 @@ struct Plan {
   // backend has channels-last passes; these read and write them as they are,
   // over position-major column buffers (kernels/pixel_bodies.h).
   at::MemoryFormat activation_format;
+  // Whether the column buffers are position-major: with channels-last
+  // activations, and for the forward of contiguous ones with short output
+  // rows (see plan.cpp), whose col2im then adds whole runs of channels
+  // instead of a few values per row.
+  bool position_major_columns;
 
   bool position_major() const {
-    return activation_format != at::MemoryFormat::Contiguous;
+    return position_major_columns;
   }
 };
 

@@ -60,14 +60,15 @@ at::MemoryFormat result_format_of(const at::Tensor& activation, bool unbatched) 
 }
 
 // `activation`: the tensor whose layout the activation-shaped result takes.
-Problem make_problem(ConvTransposeParams params, bool unbatched,
+Problem make_problem(OpKind op, ConvTransposeParams params, bool unbatched,
                      const std::vector<int64_t>& input_shape,
                      const std::vector<int64_t>& output_shape, at::IntArrayRef kernel_size,
                      const at::Tensor& activation) {
   const auto spatial_dims = static_cast<int64_t>(kernel_size.size());
   Geometry g = make_geometry(with_batch(input_shape, unbatched),
                              with_batch(output_shape, unbatched), kernel_size, params);
-  return {std::move(params), spatial_dims, unbatched, g, result_format_of(activation, unbatched)};
+  return {op, std::move(params), spatial_dims, unbatched, g,
+          result_format_of(activation, unbatched)};
 }
 
 std::vector<int64_t> spatial(const int64_t (&sizes)[kMaxSpatialDims], int64_t spatial_dims) {
@@ -112,8 +113,8 @@ Problem describe_forward(
   auto p = forward_params(stride, padding, output_padding, dilation, groups);
   const auto out_shape = concrete(forward_output_shape(input, weight, bias, p, output_size));
   const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
-  return make_problem(std::move(p), unbatched, input.sizes().vec(), out_shape,
-                      weight.sizes().slice(2), input);
+  return make_problem(OpKind::kForward, std::move(p), unbatched, input.sizes().vec(),
+                      out_shape, weight.sizes().slice(2), input);
 }
 
 Problem describe_input_grad(
@@ -122,8 +123,8 @@ Problem describe_input_grad(
   auto p = gradient_params(stride, padding, dilation, groups);
   const auto in_shape = concrete(input_grad_shape(grad_output, weight, input_size, p));
   const bool unbatched = is_unbatched(grad_output, spatial_dims_of(weight));
-  return make_problem(std::move(p), unbatched, in_shape, grad_output.sizes().vec(),
-                      weight.sizes().slice(2), grad_output);
+  return make_problem(OpKind::kInputGrad, std::move(p), unbatched, in_shape,
+                      grad_output.sizes().vec(), weight.sizes().slice(2), grad_output);
 }
 
 Problem describe_weight_grad(
@@ -132,8 +133,8 @@ Problem describe_weight_grad(
   auto p = gradient_params(stride, padding, dilation, groups);
   weight_grad_shape(input, grad_output, kernel_size, p);
   const bool unbatched = is_unbatched(input, static_cast<int64_t>(kernel_size.size()));
-  return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
-                      kernel_size, input);
+  return make_problem(OpKind::kWeightGrad, std::move(p), unbatched, input.sizes().vec(),
+                      grad_output.sizes().vec(), kernel_size, input);
 }
 
 Problem describe_backward(
@@ -142,8 +143,8 @@ Problem describe_backward(
   auto p = gradient_params(stride, padding, dilation, groups);
   backward_shapes(grad_output, input, weight, p);
   const bool unbatched = is_unbatched(input, spatial_dims_of(weight));
-  return make_problem(std::move(p), unbatched, input.sizes().vec(), grad_output.sizes().vec(),
-                      weight.sizes().slice(2), grad_output);
+  return make_problem(OpKind::kBackward, std::move(p), unbatched, input.sizes().vec(),
+                      grad_output.sizes().vec(), weight.sizes().slice(2), grad_output);
 }
 
 }  // namespace torch_tconv

@@ -14,7 +14,11 @@
 
 namespace torch_tconv {
 
+// Which op a Problem describes.
+enum class OpKind { kForward = 0, kInputGrad = 1, kWeightGrad = 2, kBackward = 3 };
+
 struct Problem {
+  OpKind op;
   ConvTransposeParams params;
   int64_t spatial_dims;
   // The tensors came without the batch dim (C, spatial...): the problem is

@@ -231,3 +231,56 @@ def test_parallel_lanes(name, activation_format):
             assert all(torch.equal(a, b_) for a, b_ in zip(runs[0], run))
     finally:
         torch.set_num_threads(previous)
+
+
+# Contiguous forwards with short output rows and many channels per group use
+# position-major columns (plan.cpp): col2im then adds runs of channels.
+SHORT_ROWS = {
+    "dcgan_k4s2p1": dict(stride=(2, 2), padding=(1, 1), output_padding=(0, 0), dilation=(1, 1),
+                         groups=1),
+    "decoder_k3s2p1op1": dict(stride=(2, 2), padding=(1, 1), output_padding=(1, 1),
+                              dilation=(1, 1), groups=1),
+    "grouped_dilated": dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 2),
+                            groups=2),
+}
+
+
+def short_row_layer(name, in_per_group, dtype, seed=0):
+    p = SHORT_ROWS[name]
+    g = torch.Generator().manual_seed(seed)
+    groups = p["groups"]
+    x = torch.randn(3, in_per_group * groups, 5, 6, generator=g, dtype=torch.float64).to(dtype)
+    w = torch.randn(in_per_group * groups, 40, 3, 4, generator=g, dtype=torch.float64).to(dtype)
+    b = torch.randn(40 * groups, generator=g, dtype=torch.float64).to(dtype)
+    return x, w, b, p
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", list(SHORT_ROWS))
+def test_short_rows_use_position_major_columns_with_the_same_bits(name, dtype, gemm_path,
+                                                                  reduced_precision_gemm):
+    """One input channel per group, so that every column entry is one exact
+    product: position-major columns must then give the channel-major path's
+    bits (a tiny budget forces windows, which keep channel-major columns)."""
+    x, w, b, p = short_row_layer(name, 1, dtype)
+    out = forward(x, w, b, p)
+    assert _C.last_columns_position_major()
+    torch_tconv.backends.column_budget_bytes = 64
+    windowed = forward(x, w, b, p)
+    assert not _C.last_columns_position_major()
+    assert torch.equal(out, windowed), (out.double() - windowed.double()).abs().max()
+
+
+@pytest.mark.parametrize("name", list(SHORT_ROWS))
+def test_short_rows_match_the_oracle(name, gemm_path):
+    x, w, b, p = short_row_layer(name, 7, torch.float64, seed=1)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    out = forward(*leaves, p)
+    assert _C.last_columns_position_major()
+    expected = REFERENCE[2](*leaves, **p)
+    assert_close_to(out, expected, torch.float64, "output")
+    gy = torch.randn_like(expected)
+    for what, got, want in zip(("grad_input", "grad_weight", "grad_bias"),
+                               torch.autograd.grad(out, leaves, gy),
+                               torch.autograd.grad(expected, leaves, gy)):
+        assert_close_to(got, want, torch.float64, what)

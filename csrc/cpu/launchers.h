@@ -238,6 +238,46 @@ void col2im_channels_last_cpu(const at::Tensor& cols, const std::optional<at::Te
   });
 }
 
+// col2im from position-major columns into a contiguous output: parallel over
+// output rows (n, o0, o1) of every channel, each summed pixel by pixel in
+// an accumulator of (pixels, channels), then stored channel by channel.
+void col2im_position_major_rows_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
+                                    const at::Tensor& out, const Geometry& geometry,
+                                    const Config& config) {
+  dispatch_launch_with_columns(out.scalar_type(), cols, geometry, config,
+                               [&](auto tag, const auto* c, const auto& g) {
+    using scalar_t = decltype(tag);
+    using opmath_t = at::opmath_type<scalar_t>;
+    using index_t = index_type<decltype(g)>;
+    const scalar_t* b = bias_ptr<scalar_t>(bias);
+    scalar_t* y = out.mutable_data_ptr<scalar_t>();
+    const index_t channels = g.out_channels();
+    const index_t length = g.out_size[2];
+    const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
+    const int64_t plane = outer * length;
+    const int64_t grain =
+        std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * channels * length));
+    at::parallel_for(0, int64_t(g.batch) * outer, grain, [&](int64_t begin, int64_t end) {
+      std::vector<opmath_t> acc(int64_t(length) * channels);
+      for (int64_t row = begin; row < end; ++row) {
+        const index_t n = static_cast<index_t>(row / outer);
+        const int64_t outer_row = row % outer;
+        index_t o[kMaxSpatialDims] = {static_cast<index_t>(outer_row / g.out_size[1]),
+                                      static_cast<index_t>(outer_row % g.out_size[1]), 0};
+        for (o[2] = 0; o[2] < length; ++o[2]) {
+          opmath_t* pixel = acc.data() + int64_t(o[2]) * channels;
+          for (index_t oc = 0; oc < channels; ++oc) pixel[oc] = b ? opmath_t(b[oc]) : opmath_t(0);
+          col2im_pixel(c, g, n, o, index_t(0), channels, pixel);
+        }
+        scalar_t* dst = y + int64_t(n) * channels * plane + outer_row * length;
+        for (index_t oc = 0; oc < channels; ++oc) {
+          copy_row(dst + oc * plane, acc.data() + oc, length, channels);
+        }
+      }
+    });
+  });
+}
+
 // Channels-last col2im_window: the pixels of the window's reach, each added
 // to in place (out holds the op-math sums).
 void col2im_window_channels_last_cpu(const at::Tensor& cols, const at::Tensor& out,
@@ -561,6 +601,7 @@ const Backend& launchers_backend() {
       col2im_channels_last_cpu,
       col2im_window_channels_last_cpu,
       im2col_channels_last_cpu,
+      col2im_position_major_rows_cpu,
       direct_forward_cpu,
       direct_input_grad_cpu,
       direct_weight_grad_cpu,

@@ -33,6 +33,7 @@ const Backend& cuda_backend() {
       /*col2im_channels_last=*/nullptr,
       /*col2im_window_channels_last=*/nullptr,
       /*im2col_channels_last=*/nullptr,
+      /*col2im_position_major_rows=*/nullptr,
       cuda::direct_forward,
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
