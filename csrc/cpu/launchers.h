@@ -230,8 +230,7 @@ void col2im_channels_last_cpu(const at::Tensor& cols, const std::optional<at::Te
         index_t n, position, o[kMaxSpatialDims];
         divmod(g.out_numel_divisor, static_cast<index_t>(p), n, position);
         unravel_spatial(position, g.out_size_divisor, o);
-        for (index_t oc = 0; oc < channels; ++oc) acc[oc] = b ? opmath_t(b[oc]) : opmath_t(0);
-        col2im_pixel(c, g, n, o, index_t(0), channels, acc.data());
+        col2im_pixel_with_bias(c, b, g, n, o, index_t(0), channels, acc.data());
         copy_row(y + p * channels, acc.data(), channels, index_t(1));
       }
     });
@@ -265,9 +264,8 @@ void col2im_position_major_rows_cpu(const at::Tensor& cols, const std::optional<
         index_t o[kMaxSpatialDims] = {static_cast<index_t>(outer_row / g.out_size[1]),
                                       static_cast<index_t>(outer_row % g.out_size[1]), 0};
         for (o[2] = 0; o[2] < length; ++o[2]) {
-          opmath_t* pixel = acc.data() + int64_t(o[2]) * channels;
-          for (index_t oc = 0; oc < channels; ++oc) pixel[oc] = b ? opmath_t(b[oc]) : opmath_t(0);
-          col2im_pixel(c, g, n, o, index_t(0), channels, pixel);
+          col2im_pixel_with_bias(c, b, g, n, o, index_t(0), channels,
+                                 acc.data() + int64_t(o[2]) * channels);
         }
         scalar_t* dst = y + int64_t(n) * channels * plane + outer_row * length;
         for (index_t oc = 0; oc < channels; ++oc) {

@@ -61,6 +61,24 @@ C10_HOST_DEVICE inline void col2im_pixel(
   });
 }
 
+// The same channels of the pixel from the start: the bias (`bias` may be
+// null), then the column entries, as col2im_element sums them.
+template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline void col2im_pixel_with_bias(
+    const col_t* cols,
+    const scalar_t* bias,
+    const KernelGeometry<index_t>& g,
+    index_t n,
+    const index_t (&out)[kMaxSpatialDims],
+    index_t channel_begin,
+    index_t channel_end,
+    acc_t* acc) {
+  for (index_t c = channel_begin; c < channel_end; ++c) {
+    acc[c - channel_begin] = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
+  }
+  col2im_pixel(cols, g, n, out, channel_begin, channel_end, acc);
+}
+
 // Writes the position-major column row of input position `in` of sample n
 // for one kernel tap (k: its coordinates), channels [channel_begin,
 // channel_end): grad_output's channels at the output pixel the tap reaches,
