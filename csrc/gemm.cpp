@@ -60,7 +60,12 @@ at::Tensor tap_major_weight(const at::Tensor& w, const Geometry& g, at::ScalarTy
 
 at::Tensor input_grad_weight(const at::Tensor& w, const Geometry& g, const Plan& plan) {
   if (plan.position_major()) {
-    return tap_major_weight(w, g, plan.column_dtype).transpose(1, 2).contiguous();
+    // (C_in, C_out/G, taps) as (G, taps * C_out/G, C_in/G), in one copy.
+    return w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group, g.taps()})
+        .permute({0, 3, 2, 1})
+        .contiguous()
+        .view({g.groups, g.taps() * g.out_channels_per_group, g.in_channels_per_group})
+        .to(plan.column_dtype);
   }
   return w.view({g.groups, g.in_channels_per_group, g.out_channels_per_group * g.taps()})
       .to(plan.column_dtype);

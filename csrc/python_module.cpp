@@ -143,13 +143,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         c.tile_variant = tt::value_named(tt::kTileVariantNames, tile_variant, "tile_variant");
         c.benchmark = benchmark;
         c.cpu_isa = tt::value_named(tt::kCpuIsaNames, cpu_isa, "cpu_isa");
-        if (!tt::cpu_isa_supported(c.cpu_isa)) {
-          std::string supported;
-          for (const std::string& name : tt::supported_cpu_isa_names()) supported += " '" + name + "'";
-          TORCH_CHECK_VALUE(false, "cpu_isa '", cpu_isa,
-                            "' is not supported by this processor; it supports 'auto' and",
-                            supported);
-        }
+        tt::check_cpu_isa_supported(c.cpu_isa, "cpu_isa '" + cpu_isa + "'");
         tt::set_config(c);
       },
       py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import _is_int, _op_padding
-from .init import _per_dim
+from .init import _check_kernel_layout, _per_dim
 
 IntOrTuple = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
@@ -314,11 +314,7 @@ def phase_gains(weight: Tensor, stride: IntOrTuple, dilation: IntOrTuple = 1,
     ``G[..., 1] = w[..., 1]``.
     """
     function = "phase_gains"
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"{function}: weight must be a Tensor, got {type(weight).__name__}")
-    if weight.dim() < 3:
-        raise ValueError(f"{function}: weight must be laid out as (C_in, C_out/groups, "
-                         f"*kernel_size), got weight of shape {tuple(weight.shape)}")
+    _check_kernel_layout(function, "weight", weight, "kernel_size")
     dims = weight.dim() - 2
     geometry = _geometry(function, list(weight.shape[2:]), stride, dilation, padding, dims=dims)
     gains = weight.detach()

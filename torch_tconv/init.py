@@ -50,14 +50,20 @@ def _per_dim(function: str, name: str, value: IntOrTuple, dims: int, minimum: in
     return values
 
 
+def _check_kernel_layout(function: str, name: str, tensor, spatial: str) -> None:
+    """TypeError or ValueError naming the argument unless `tensor` is a
+    Tensor laid out as (C_in, C_out/groups, *spatial) with a spatial dim."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{function}: {name} must be a Tensor, got {type(tensor).__name__}")
+    if tensor.dim() < 3:
+        raise ValueError(f"{function}: {name} must be laid out as (C_in, C_out/groups, "
+                         f"*{spatial}) with at least one spatial dim, got {name} of shape "
+                         f"{tuple(tensor.shape)}")
+
+
 def _check_weight(function: str, weight) -> int:
     """The number of spatial dims of a (C_in, C_out/groups, *kernel_size) weight."""
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"{function}: weight must be a Tensor, got {type(weight).__name__}")
-    if weight.dim() < 3:
-        raise ValueError(f"{function}: weight must be laid out as (C_in, C_out/groups, "
-                         f"*kernel_size) with at least one spatial dim, got weight of shape "
-                         f"{tuple(weight.shape)}")
+    _check_kernel_layout(function, "weight", weight, "kernel_size")
     if not weight.is_floating_point():
         raise TypeError(f"{function}: weight must have a floating dtype, got {weight.dtype}")
     return weight.dim() - 2
@@ -85,11 +91,7 @@ def resize_conv_kernel(base: Tensor, stride: IntOrTuple) -> Tensor:
     Example: ``resize_conv_kernel(torch.ones(1, 1, 3), 2)`` is ``[[[1, 2, 2, 1]]]``.
     """
     function = "resize_conv_kernel"
-    if not isinstance(base, Tensor):
-        raise TypeError(f"{function}: base must be a Tensor, got {type(base).__name__}")
-    if base.dim() < 3:
-        raise ValueError(f"{function}: base must be laid out as (C_in, C_out/groups, *m) with at "
-                         f"least one spatial dim, got base of shape {tuple(base.shape)}")
+    _check_kernel_layout(function, "base", base, "m")
     is_sequence = isinstance(stride, (tuple, list, torch.Size))
     dims = len(stride) if is_sequence else base.dim() - 2
     strides = _per_dim(function, "stride", stride, dims, 1)

@@ -10,13 +10,6 @@
 namespace torch_tconv {
 namespace {
 
-const char* name_of(CpuIsa isa) {
-  for (const auto& [name, value] : kCpuIsaNames) {
-    if (value == isa) return name;
-  }
-  return "auto";
-}
-
 // TORCH_TCONV_CPU_ISA's variant, or AVX2 where supported (see
 // resolve_cpu_isa).
 CpuIsa automatic_cpu_isa() {
@@ -25,12 +18,9 @@ CpuIsa automatic_cpu_isa() {
     return cpu_isa_supported(CpuIsa::kAvx2) ? CpuIsa::kAvx2 : CpuIsa::kBase;
   }
   const std::string name(requested);
-  std::string supported;
-  for (const std::string& s : supported_cpu_isa_names()) supported += " '" + s + "'";
   for (const auto& [known, isa] : kCpuIsaNames) {
     if (name != known || isa == CpuIsa::kAuto) continue;
-    TORCH_CHECK_VALUE(cpu_isa_supported(isa), "TORCH_TCONV_CPU_ISA='", name,
-                      "' is not supported by this processor; it supports", supported);
+    check_cpu_isa_supported(isa, "TORCH_TCONV_CPU_ISA='" + name + "'");
     return isa;
   }
   TORCH_CHECK_VALUE(false, "TORCH_TCONV_CPU_ISA must be one of 'base', 'avx2', 'avx512', got '",
@@ -62,10 +52,17 @@ bool cpu_isa_supported(CpuIsa isa) {
 
 std::vector<std::string> supported_cpu_isa_names() {
   std::vector<std::string> names;
-  for (CpuIsa isa : {CpuIsa::kBase, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
-    if (cpu_isa_supported(isa)) names.push_back(name_of(isa));
+  for (const auto& [name, isa] : kCpuIsaNames) {
+    if (isa != CpuIsa::kAuto && cpu_isa_supported(isa)) names.push_back(name);
   }
   return names;
+}
+
+void check_cpu_isa_supported(CpuIsa isa, const std::string& what) {
+  if (cpu_isa_supported(isa)) return;
+  std::string supported;
+  for (const std::string& name : supported_cpu_isa_names()) supported += " '" + name + "'";
+  TORCH_CHECK_VALUE(false, what, " is not supported by this processor; it supports", supported);
 }
 
 CpuIsa resolve_cpu_isa(CpuIsa isa) {

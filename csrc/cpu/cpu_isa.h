@@ -22,7 +22,8 @@ const Backend& cpu_launchers_base();
 const Backend& cpu_launchers_avx2();  // AVX2 and FMA
 const Backend& cpu_launchers_avx512();  // AVX-512 F, BW, VL and DQ
 
-// The names of the setting's values, "auto" first.
+// The names of the setting's values: "auto", then the variants narrowest
+// first.
 constexpr std::pair<const char*, CpuIsa> kCpuIsaNames[4] = {
     {"auto", CpuIsa::kAuto}, {"base", CpuIsa::kBase}, {"avx2", CpuIsa::kAvx2},
     {"avx512", CpuIsa::kAvx512}};
@@ -32,6 +33,10 @@ bool cpu_isa_supported(CpuIsa isa);
 
 // The names of the variants this processor runs, narrowest first.
 std::vector<std::string> supported_cpu_isa_names();
+
+// A ValueError, "<what> is not supported by this processor; it supports
+// ...", unless the processor runs the variant.
+void check_cpu_isa_supported(CpuIsa isa, const std::string& what);
 
 // The variant a call with this setting runs: kAuto is the one the
 // environment variable TORCH_TCONV_CPU_ISA names (read once; an unknown or

@@ -35,6 +35,16 @@ C10_HOST_DEVICE inline void for_each_group_run(index_t channel_begin, index_t ch
   }
 }
 
+// Where column row `row` (sample n, input position i: n * in_numel + i) of
+// `group` holds tap `tap`'s output channel `oc_g`, in the layout above.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t position_major_offset(const KernelGeometry<index_t>& g,
+                                                     index_t group, index_t row, index_t tap,
+                                                     index_t oc_g) {
+  const index_t per_group = g.out_channels_per_group;
+  return (group * g.col_width() + row) * g.taps() * per_group + tap * per_group + oc_g;
+}
+
 // Adds to acc[0 .. channel_end - channel_begin) the column entries of output
 // channels [channel_begin, channel_end) that land on output pixel `out` of
 // sample n, taps in increasing order. A CPU thread takes every channel of
@@ -48,15 +58,11 @@ C10_HOST_DEVICE inline void col2im_pixel(
     index_t channel_begin,
     index_t channel_end,
     acc_t* acc) {
-  const index_t per_group = g.out_channels_per_group;
-  const index_t row_length = g.taps() * per_group;
   for_each_tap_landing_on(g, out, [&](index_t tap, index_t in) {
     const index_t row = n * g.in_numel() + in;
-    for_each_group_run(channel_begin, channel_end, per_group,
+    for_each_group_run(channel_begin, channel_end, g.out_channels_per_group,
                        [&](index_t group, index_t first, index_t offset, index_t count) {
-      add_row(acc + offset,
-              cols + (group * g.col_width() + row) * row_length + tap * per_group + first,
-              count);
+      add_row(acc + offset, cols + position_major_offset(g, group, row, tap, first), count);
     });
   });
 }
@@ -95,15 +101,13 @@ C10_HOST_DEVICE inline void im2col_pixel_tap(
     index_t channel_begin,
     index_t channel_end,
     col_t* cols) {
-  const index_t per_group = g.out_channels_per_group;
-  const index_t row_length = g.taps() * per_group;
   const index_t row = n * g.in_numel() + in_position;
   const index_t out = scatter_target(g, in, k);
   const scalar_t* pixel =
       out < 0 ? nullptr : grad_output + (n * g.out_numel() + out) * g.out_channels();
-  for_each_group_run(channel_begin, channel_end, per_group,
+  for_each_group_run(channel_begin, channel_end, g.out_channels_per_group,
                      [&](index_t group, index_t first, index_t offset, index_t count) {
-    col_t* dst = cols + (group * g.col_width() + row) * row_length + tap * per_group + first;
+    col_t* dst = cols + position_major_offset(g, group, row, tap, first);
     if (pixel == nullptr) {
       for (index_t i = 0; i < count; ++i) dst[i] = col_t(0);
     } else {
