@@ -346,6 +346,42 @@ def test_resize_conv_layer_scripts_traces_compiles_and_exports(dims):
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_resize_conv_layer_under_torch_func_forward_ad_and_fx():
+    """torch.func grad, jvp and vmap, dual tensors and FX tracing of
+    ResizeConv2d give what the same transforms give on nearest resize then
+    convolution, in float64."""
+    layer = torch_tconv.ResizeConv2d(3, 4, 3, 2, dtype=torch.float64)
+    params = {name: p.detach() for name, p in layer.named_parameters()}
+
+    def ours(x, p):
+        return torch.func.functional_call(layer, p, (x,))
+
+    def reference(x, p):
+        return resized_then_convolved(x, p["weight"], p["bias"], (2, 2), 1)
+
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    tangent = torch.randn_like(x)
+    close = dict(rtol=1e-10, atol=1e-10)
+    for f in (ours, reference):
+        assert f(x, params).shape == (2, 4, 10, 8)
+    torch.testing.assert_close(
+        torch.func.grad(lambda p: ours(x, p).square().sum())(params),
+        torch.func.grad(lambda p: reference(x, p).square().sum())(params), **close)
+    torch.testing.assert_close(torch.func.jvp(lambda t: ours(t, params), (x,), (tangent,)),
+                               torch.func.jvp(lambda t: reference(t, params), (x,), (tangent,)),
+                               **close)
+    torch.testing.assert_close(torch.func.vmap(lambda t: ours(t, params))(x.unsqueeze(1)),
+                               torch.func.vmap(lambda t: reference(t, params))(x.unsqueeze(1)),
+                               **close)
+    import torch.autograd.forward_ad as fwAD
+    expected_tangent = torch.func.jvp(lambda t: reference(t, params), (x,), (tangent,))[1]
+    with fwAD.dual_level():
+        dual = layer(fwAD.make_dual(x, tangent))
+        torch.testing.assert_close(fwAD.unpack_dual(dual).tangent, expected_tangent, **close)
+    traced = torch.fx.symbolic_trace(layer)
+    torch.testing.assert_close(traced(x), reference(x, params), **close)
+
+
 def test_resize_conv_layer_has_the_conv_layout_and_default_init():
     layer = torch_tconv.ResizeConv2d(8, 6, 3, 2, groups=2)
     reference = nn.Conv2d(8, 6, 3, groups=2)

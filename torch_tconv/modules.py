@@ -23,6 +23,10 @@ from .functional import (_exporting_to_onnx, _op_padding, _torch_conv_transpose,
                          conv_transpose1d, conv_transpose2d, conv_transpose3d)
 from .init import _box_convolved
 
+# torch.fx records the kernel builder as one call: its shape arithmetic on
+# the weight is not traceable symbolically.
+torch.fx.wrap("_box_convolved")
+
 
 def _spatial_output_size(input: Tensor, output_size: List[int], spatial_dims: int) -> List[int]:
     """The spatial part of a requested output size, which may carry the
