@@ -36,6 +36,13 @@ at::Tensor position_rows(const at::Tensor& t, const Chunk& c) {
 at::Tensor position_rows_copy(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
+  if (is_one_whole_sample(c) && t.scalar_type() == dtype) {
+    // One sample's (C_in/G, positions) planes are already its rows,
+    // transposed: the GEMM reads them as they are.
+    return input_part(t, c)
+        .view({g.groups, g.in_channels_per_group, g.in_numel()})
+        .transpose(1, 2);
+  }
   auto rows = at::empty({g.groups, n, g.in_numel(), g.in_channels_per_group},
                         t.options().dtype(dtype));
   rows.copy_(input_part(t, c)

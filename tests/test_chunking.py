@@ -284,3 +284,29 @@ def test_short_rows_match_the_oracle(name, gemm_path):
                                torch.autograd.grad(out, leaves, gy),
                                torch.autograd.grad(expected, leaves, gy)):
         assert_close_to(got, want, torch.float64, what)
+
+
+def test_the_cpu_forward_of_few_positions_takes_bigger_chunks():
+    """Each chunk's GEMM packs the whole weight again, so the CPU forward's
+    chunks hold the columns of 1024 input positions, up to 4x the budget
+    that the gradients keep: a 16x16 VAE layer with k4 (16 KiB of columns
+    per position) then runs 4 samples of 256 positions per GEMM, not 1."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(8, 8, 16, 16, generator=g)
+        w = torch.randn(8, 256, 4, 4, generator=g)
+        b = torch.randn(256, generator=g)
+        per_sample = 256 * 256 * 16 * 4  # positions x (C_out x taps) x float32
+        out = torch_tconv.conv_transpose2d(x, w, b, stride=2, padding=1)
+        assert _C.last_column_workspace_bytes() == 4 * per_sample
+        expected = F.conv_transpose2d(x.double(), w.double(), b.double(), stride=2, padding=1)
+        assert_close_to(out, expected, torch.float32, "output")
+        gy = torch.randn(out.shape, generator=g)
+        ops.conv_transpose_input_grad(gy, w, [16, 16], [2, 2], [1, 1], [1, 1], 1)
+        assert _C.last_column_workspace_bytes() == per_sample
+        ops.conv_transpose_weight_grad(x, gy, [4, 4], [2, 2], [1, 1], [1, 1], 1)
+        assert _C.last_column_workspace_bytes() == per_sample
+    finally:
+        torch.set_num_threads(previous)
