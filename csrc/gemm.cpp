@@ -33,7 +33,8 @@ at::Tensor position_rows(const at::Tensor& t, const Chunk& c) {
       .transpose(0, 1);
 }
 
-at::Tensor position_rows_copy(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
+at::Tensor position_rows_of_contiguous(const at::Tensor& t, const Chunk& c,
+                                      at::ScalarType dtype) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
   if (is_one_whole_sample(c) && t.scalar_type() == dtype) {
@@ -125,7 +126,7 @@ void forward_columns(const at::Tensor& w_op, const at::Tensor& x, const Chunk& c
     const bool channels_last = plan.activation_format != at::MemoryFormat::Contiguous;
     at::bmm_out(cols,
                 channels_last ? position_rows(x, c).to(cols.scalar_type())
-                              : position_rows_copy(x, c, cols.scalar_type()),
+                              : position_rows_of_contiguous(x, c, cols.scalar_type()),
                 w_op);
     return;
   }

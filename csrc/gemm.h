@@ -23,9 +23,11 @@ at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype
 // C/groups): a view, the position-major GEMMs' activation operand.
 at::Tensor position_rows(const at::Tensor& t, const Chunk& c);
 
-// The same rows of a contiguous (N, C, in...) tensor, where they are not a
-// view: a transposing copy, in `dtype`.
-at::Tensor position_rows_copy(const at::Tensor& t, const Chunk& c, at::ScalarType dtype);
+// The same rows of a contiguous (N, C, in...) tensor, in `dtype`: for one
+// whole sample a transposed view (the GEMM reads it as it is), else a
+// transposing copy.
+at::Tensor position_rows_of_contiguous(const at::Tensor& t, const Chunk& c,
+                                      at::ScalarType dtype);
 
 // The weight as the forward GEMM's operand, in the column dtype: with
 // channel-major columns W_gᵀ (groups, C_out/groups * taps, C_in/groups), a
