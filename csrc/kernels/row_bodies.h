@@ -32,9 +32,22 @@ C10_HOST_DEVICE inline void load_phase_major_row(
     const ConvGeometry<index_t>& g, const scalar_t* out, acc_t* acc) {
   const index_t s = g.stride[2];
   const index_t length = phase_length(g);
+  const index_t size = g.out_size[2];
+  if (s == 2) {
+    // As in store_phase_major_row: a loop the compiler vectorises.
+    acc_t* __restrict__ even = acc;
+    acc_t* __restrict__ odd = acc + length;
+    const int64_t pairs = size / 2;
+    for (int64_t q = 0; q < pairs; ++q) {
+      even[q] = static_cast<acc_t>(out[2 * q]);
+      odd[q] = static_cast<acc_t>(out[2 * q + 1]);
+    }
+    if (size % 2) even[pairs] = static_cast<acc_t>(out[size - 1]);
+    return;
+  }
   for (index_t phase = 0; phase < s; ++phase) {
     acc_t* dst = acc + phase * length;
-    for (index_t q = 0, o2 = phase; o2 < g.out_size[2]; ++q, o2 += s) {
+    for (index_t q = 0, o2 = phase; o2 < size; ++q, o2 += s) {
       dst[q] = static_cast<acc_t>(out[o2]);
     }
   }
@@ -42,7 +55,8 @@ C10_HOST_DEVICE inline void load_phase_major_row(
 
 // Stores a phase-major accumulator row as output row `out` (out_size[2]
 // values, in order). Stride 1 and 2 (most layers) get loops the compiler
-// vectorises; the general case is a strided copy per phase.
+// vectorises (64-bit counters: see copy_row); the general case is a strided
+// copy per phase.
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void store_phase_major_row(
     const ConvGeometry<index_t>& g, const acc_t* __restrict__ acc, scalar_t* __restrict__ out) {
@@ -50,14 +64,14 @@ C10_HOST_DEVICE inline void store_phase_major_row(
   const index_t length = phase_length(g);
   const index_t size = g.out_size[2];
   if (s == 1) {
-    for (index_t o2 = 0; o2 < size; ++o2) out[o2] = static_cast<scalar_t>(acc[o2]);
+    for (int64_t o2 = 0; o2 < size; ++o2) out[o2] = static_cast<scalar_t>(acc[o2]);
     return;
   }
   if (s == 2) {
     const acc_t* __restrict__ even = acc;
     const acc_t* __restrict__ odd = acc + length;
-    const index_t pairs = size / 2;
-    for (index_t q = 0; q < pairs; ++q) {
+    const int64_t pairs = size / 2;
+    for (int64_t q = 0; q < pairs; ++q) {
       out[2 * q] = static_cast<scalar_t>(even[q]);
       out[2 * q + 1] = static_cast<scalar_t>(odd[q]);
     }
