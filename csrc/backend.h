@@ -86,14 +86,13 @@ struct Backend {
   // the GEMM's output to be read back from cache, large on the GPU where
   // bigger GEMMs and fewer launches win. Capped by Config::column_budget_bytes.
   int64_t column_chunk_bytes;
-  // Chunks hold the columns of at least this many input positions (whole
-  // samples or windows), over column_chunk_bytes up to 4x it; 0: no
-  // minimum. Every chunk's GEMMs pack the whole weight again (the forward's
-  // and the input gradient's) or read and write the whole weight gradient,
-  // so a layer with few positions per sample and a large weight (a VAE or
-  // DCGAN layer at 16x16 or less) spends a large share on that when a chunk
-  // holds a sample or two.
-  int64_t chunk_positions;
+  // The forward's chunks hold the columns of at least this many input
+  // positions (whole samples or windows), over column_chunk_bytes up to 4x
+  // it; 0: no minimum. Every chunk's GEMM packs the whole weight again, so a
+  // layer with few positions per sample and a large weight (a VAE or DCGAN
+  // layer at 16x16 or less) spends more on packing than on arithmetic when
+  // a chunk holds a sample or two.
+  int64_t forward_chunk_positions;
   // Whether chunks that write disjoint outputs may run in parallel, one per
   // thread with serial GEMMs (the CPU), rather than one after another with
   // parallel GEMMs and element passes (the GPU).

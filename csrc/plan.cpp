@@ -29,21 +29,21 @@ bool short_rows_many_channels(const Geometry& g) {
   return g.out_size[2] <= kShortRow && g.out_channels_per_group >= kManyChannels;
 }
 
-// The column budget of one chunk (see Backend::chunk_positions).
-int64_t column_budget(const Backend& backend, const Geometry& g, int64_t element,
+// The column budget of one chunk (see Backend::forward_chunk_positions).
+int64_t column_budget(const Backend& backend, const Geometry& g, OpKind op, int64_t element,
                       const Config& config) {
   int64_t budget = backend.column_chunk_bytes;
-  if (backend.chunk_positions > 0) {
+  if (op == OpKind::kForward && backend.forward_chunk_positions > 0) {
     const int64_t per_position = g.groups * g.out_channels_per_group * g.taps() * element;
-    budget = std::clamp(backend.chunk_positions * per_position, budget, 4 * budget);
+    budget = std::clamp(backend.forward_chunk_positions * per_position, budget, 4 * budget);
   }
   return std::min(config.column_budget_bytes, budget);
 }
 
-ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, at::ScalarType dtype,
-                      const Config& config) {
+ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, OpKind op,
+                      at::ScalarType dtype, const Config& config) {
   const int64_t element = c10::elementSize(dtype);
-  const int64_t budget = column_budget(backend, g, element, config);
+  const int64_t budget = column_budget(backend, g, op, element, config);
   const int64_t per_sample = std::max<int64_t>(chunk_of(g, 1).col_numel() * element, 1);
   const int64_t outer_rows = g.in_size[0] * g.in_size[1];
   const int64_t per_row = std::max<int64_t>(per_sample / outer_rows, 1);
@@ -86,7 +86,7 @@ Plan make_plan(const Backend& backend, const Problem& problem, const Config& con
   Plan plan{config, path, path == Path::kDirect, dtype, {}, at::MemoryFormat::Contiguous, false};
   if (path == Path::kGemm) {
     plan.column_dtype = backend.column_dtype(dtype, config);
-    plan.chunks = plan_chunks(backend, problem.geometry, plan.column_dtype, config);
+    plan.chunks = plan_chunks(backend, problem.geometry, problem.op, plan.column_dtype, config);
     if (backend.col2im_channels_last != nullptr) plan.activation_format = problem.result_format;
     plan.position_major_columns =
         plan.activation_format != at::MemoryFormat::Contiguous ||

@@ -286,13 +286,13 @@ def test_short_rows_match_the_oracle(name, gemm_path):
         assert_close_to(got, want, torch.float64, what)
 
 
-def test_layers_of_few_positions_take_bigger_chunks_on_the_cpu():
-    """Each chunk's GEMMs pack the whole weight again (or add to the whole
-    weight gradient), so the CPU's chunks hold the columns of 1024 input
-    positions, up to 4x the 4 MiB budget: a 16x16 VAE layer with k4 (16 KiB
-    of columns per position) then runs 4 samples of 256 positions per GEMM,
-    not 1; a layer of 1024 positions per sample keeps one sample per chunk;
-    and a budget the user sets still bounds all of them."""
+def test_the_cpu_forward_of_few_positions_takes_bigger_chunks():
+    """Each chunk's GEMM packs the whole weight again, so the CPU forward's
+    chunks hold the columns of 1024 input positions, up to 4x the budget
+    that the gradients keep: a 16x16 VAE layer with k4 (16 KiB of columns
+    per position) then runs 4 samples of 256 positions per GEMM, not 1; a
+    layer of 1024 positions per sample keeps one sample per chunk; and a
+    budget the user sets still bounds the forward."""
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -307,11 +307,11 @@ def test_layers_of_few_positions_take_bigger_chunks_on_the_cpu():
         assert_close_to(out, expected, torch.float32, "output")
         gy = torch.randn(out.shape, generator=g)
         ops.conv_transpose_input_grad(gy, w, [16, 16], [2, 2], [1, 1], [1, 1], 1)
-        assert _C.last_column_workspace_bytes() == 4 * per_sample
+        assert _C.last_column_workspace_bytes() == per_sample
         ops.conv_transpose_weight_grad(x, gy, [4, 4], [2, 2], [1, 1], [1, 1], 1)
-        assert _C.last_column_workspace_bytes() == 4 * per_sample
-        # 32x32: 1024 positions per sample, 2 MiB of columns each (k3, 64
-        # channels: 2.25 KiB per position), within the 4 MiB budget as it was.
+        assert _C.last_column_workspace_bytes() == per_sample
+        # 32x32: 1024 positions per sample, 2.25 MiB of columns each (k3, 64
+        # channels), within the 4 MiB budget as before.
         x2 = torch.randn(4, 8, 32, 32, generator=g)
         w2 = torch.randn(8, 64, 3, 3, generator=g)
         torch_tconv.conv_transpose2d(x2, w2, stride=2, padding=1, output_padding=1)

@@ -34,10 +34,9 @@ constexpr int64_t kStepsPerTask = 32768;
 // Measured on a 2-core Xeon with 2 MiB L2 per core (bench/NOTES.md).
 constexpr int64_t kColumnChunkBytes = int64_t(4) << 20;
 // Measured on the same machine: a 4x budget sped up the forwards of VAE and
-// DCGAN layers with 256 positions or fewer per sample by 5-10% and their
-// backward by 2-7%, and slowed a k3 s2 decoder layer with 1024 by 15%
-// (bench/NOTES.md), which this minimum leaves at 4 MiB.
-constexpr int64_t kChunkPositions = 1024;
+// DCGAN layers with 256 positions or fewer per sample by 5-10%, and slowed
+// a k3 s2 decoder layer with 1024 by 15% (bench/NOTES.md).
+constexpr int64_t kForwardChunkPositions = 1024;
 
 // Runs write(index) for index in [0, numel), in parallel, with the index in
 // the geometry's index type. `cost` is a rough count of inner-loop steps per
@@ -614,7 +613,7 @@ const Backend& launchers_backend() {
       bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,
-      /*chunk_positions=*/kChunkPositions,
+      /*forward_chunk_positions=*/kForwardChunkPositions,
       /*parallel_chunks=*/true,
       /*synchronize=*/nullptr,
       /*capturing=*/nullptr,

@@ -43,7 +43,7 @@ const Backend& cuda_backend() {
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
-      /*chunk_positions=*/0,
+      /*forward_chunk_positions=*/0,
       /*parallel_chunks=*/false,
       synchronize_cuda,
       capturing_cuda,
