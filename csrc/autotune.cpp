@@ -50,6 +50,10 @@ std::vector<AutotuneChoice> candidates(const Backend& backend, at::ScalarType dt
   const bool tensor_cores = device.is_cuda() && at::isReducedFloatingType(dtype);
   if (!tensor_cores) {
     result.push_back({Algorithm::kPhase, TileVariant::kScalar});
+    if (device.is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) &&
+        (config.tile_variant == TileVariant::kAuto || config.tile_variant == TileVariant::kBlocked)) {
+      result.push_back({Algorithm::kPhase, TileVariant::kBlocked});
+    }
   } else if (config.tile_variant != TileVariant::kAuto) {
     result.push_back({Algorithm::kPhase, config.tile_variant});
   } else {

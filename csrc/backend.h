@@ -75,6 +75,10 @@ struct Backend {
   void (*implicit_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
                                const at::Tensor& grad_weight, const Geometry& g,
                                const Config& config);
+  // Whether algorithm "auto" runs the forward of this problem through
+  // phase_forward rather than GEMM + col2im (channels_last: the input is,
+  // and so the output). Null: never.
+  bool (*prefers_phase_forward)(const Geometry& g, at::ScalarType dtype, bool channels_last);
   // out (C_out,) = grad_output (N, C_out, ...), contiguous or channels-last,
   // summed per channel in the op-math dtype. Null: ATen's sum does it.
   void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);

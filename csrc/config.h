@@ -19,10 +19,13 @@ enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2, kPhase = 3 };
 
 // The engine of the implicit GEMMs. kAuto: on the GPU the tensor-core tiles
 // for float16/bfloat16 (a variant chosen from the shape) and the scalar
-// tiles for the other dtypes; on the CPU the scalar tiles. kScalar forces
-// the scalar tiles; the kMma* force a tensor-core tile shape for
-// float16/bfloat16 (the other dtypes run the scalar tiles), which the CPU
-// runs through its emulation of the kernel (kernels/mma_tiles.h).
+// tiles for the other dtypes; on the CPU the register-blocked tiles for the
+// float32/float64 forward (cpu/blocked_phase_forward.h) and the scalar tiles
+// otherwise. kScalar forces the scalar tiles; the kMma* force a tensor-core
+// tile shape for float16/bfloat16 (the other dtypes run the scalar tiles),
+// which the CPU runs through its emulation of the kernel
+// (kernels/mma_tiles.h); kBlocked is kAuto on the CPU and the scalar tiles
+// on the GPU.
 enum class TileVariant {
   kAuto = 0,
   kScalar = 1,
@@ -30,6 +33,7 @@ enum class TileVariant {
   kMma64x64 = 3,
   kMma64x32 = 4,
   kMma32x16 = 5,
+  kBlocked = 6,
 };
 
 // Whether the CPU runs float16/bfloat16 GEMMs, and so writes its column

@@ -3,7 +3,9 @@
 namespace torch_tconv {
 namespace {
 
-Path choose_path(const Backend& backend, const Geometry& g, const Config& config) {
+Path choose_path(const Backend& backend, const Problem& problem, at::ScalarType dtype,
+                 const Config& config) {
+  const Geometry& g = problem.geometry;
   switch (config.algorithm) {
     case Algorithm::kGemm:
       return Path::kGemm;
@@ -16,7 +18,16 @@ Path choose_path(const Backend& backend, const Geometry& g, const Config& config
   }
   // Depthwise-like layers: with one input channel per group the GEMM's inner
   // dimension is 1, so the column buffer costs more than the arithmetic.
-  return g.in_channels_per_group == 1 ? Path::kDirect : Path::kGemm;
+  if (g.in_channels_per_group == 1) return Path::kDirect;
+  const bool tiles_allowed =
+      config.tile_variant == TileVariant::kAuto || config.tile_variant == TileVariant::kBlocked;
+  if (problem.op == OpKind::kForward && tiles_allowed &&
+      backend.prefers_phase_forward != nullptr &&
+      backend.prefers_phase_forward(g, dtype,
+                                    problem.result_format != at::MemoryFormat::Contiguous)) {
+    return Path::kPhase;
+  }
+  return Path::kGemm;
 }
 
 // A contiguous forward whose output rows are short and whose channels are
@@ -82,7 +93,7 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, OpKind op,
 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
                at::ScalarType dtype) {
-  const Path path = choose_path(backend, problem.geometry, config);
+  const Path path = choose_path(backend, problem, dtype, config);
   Plan plan{config, path, path == Path::kDirect, dtype, {}, at::MemoryFormat::Contiguous, false};
   if (path == Path::kGemm) {
     plan.column_dtype = backend.column_dtype(dtype, config);

@@ -24,10 +24,11 @@ constexpr EnumNames<ReducedPrecisionGemm, 3> kReducedPrecisionGemmNames = {
     {"auto", ReducedPrecisionGemm::kAuto},
     {"always", ReducedPrecisionGemm::kAlways},
     {"never", ReducedPrecisionGemm::kNever}};
-constexpr EnumNames<TileVariant, 6> kTileVariantNames = {
+constexpr EnumNames<TileVariant, 7> kTileVariantNames = {
     {"auto", TileVariant::kAuto},           {"scalar", TileVariant::kScalar},
     {"mma128x64", TileVariant::kMma128x64}, {"mma64x64", TileVariant::kMma64x64},
-    {"mma64x32", TileVariant::kMma64x32},   {"mma32x16", TileVariant::kMma32x16}};
+    {"mma64x32", TileVariant::kMma64x32},   {"mma32x16", TileVariant::kMma32x16},
+    {"blocked", TileVariant::kBlocked}};
 
 // The value called `name`; a ValueError naming `what` and the choices if none is.
 template <typename Enum, size_t N>

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import isa_check  # noqa: E402
 
-WIDER = [isa for isa in torch_tconv.backends.supported_cpu_isas() if isa != "base"]
+SUPPORTED = torch_tconv.backends.supported_cpu_isas()
+WIDER = [isa for isa in SUPPORTED if isa != "base"]
 CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
@@ -45,7 +46,10 @@ PATHS = {
     "gemm-windows": dict(algorithm="gemm", column_budget_bytes=64),
     "direct-rows": dict(algorithm="direct"),
     "direct-elements": dict(algorithm="direct", cpu_row_kernels=False),
-    "phase": dict(algorithm="phase"),
+    # The scalar tiles: the register-blocked ones fuse multiply-adds where the
+    # variant has FMA, and are compared with the oracle instead
+    # (test_blocked_tiles.py).
+    "phase": dict(algorithm="phase", tile_variant="scalar"),
 }
 
 
@@ -83,8 +87,12 @@ def test_the_setting_selects_the_variant():
             assert torch_tconv._C.cpu_backend_name() == "cpu_" + isa
     assert torch_tconv.backends.cpu_isa == "auto"
     if "TORCH_TCONV_CPU_ISA" not in os.environ:
-        # AVX2 where the processor has it, not AVX-512 (measured slower).
+        # AVX2 where the processor has it, not AVX-512 (measured slower),
+        # but with the AVX-512 register-blocked tiles where it has those.
         assert torch_tconv.backends.cpu_isa_in_use() == ("avx2" if WIDER else "base")
+        expected = {"base": "cpu_base", "avx2": "cpu_avx2",
+                    "avx512": "cpu_avx2_with_avx512_tiles"}[SUPPORTED[-1]]
+        assert torch_tconv._C.cpu_backend_name() == expected
 
 
 def test_unknown_and_unsupported_variants_are_refused():
@@ -112,6 +120,11 @@ def test_the_environment_variable_chooses_the_automatic_variant(tmp_path):
         "print(torch_tconv.backends.cpu_isa_in_use())", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "base"
+    if WIDER:
+        # A variant the variable names runs whole: AVX2's own tiles too.
+        named = run_with_environment("avx2", "print(torch_tconv._C.cpu_backend_name())", tmp_path)
+        assert named.returncode == 0, named.stderr
+        assert named.stdout.strip() == "cpu_avx2"
     refused = run_with_environment(
         "avx9", "torch_tconv.conv_transpose2d(torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3))",
         tmp_path)

@@ -2,7 +2,9 @@
 as one GEMM per output phase, the input gradient as a strided convolution of
 grad_output, the weight gradient split along batch x positions; no column
 buffer. Every tile variant is forced in turn: on the CPU the scalar tiles
-run as the reference, and the tensor-core variants run through the emulation
+run as the reference, the register-blocked tiles run the float32/float64
+forward (test_blocked_tiles.py has larger layers for them), and the
+tensor-core variants run through the emulation
 of their CUDA kernel (the same tiling, loads, fragment coordinates and
 epilogue, with mma.sync emulated from its PTX definition, written apart from
 the kernel's register-pair form, so that a wrong fragment coordinate gives
@@ -23,7 +25,8 @@ MMA_VARIANTS = ["mma128x64", "mma64x64", "mma64x32", "mma32x16"]
 
 # (dtype, tile variant): the scalar tiles for every dtype, each tensor-core
 # shape for the 16-bit ones.
-ENGINES = ([(torch.float64, "scalar"), (torch.float32, "scalar"), (torch.bfloat16, "scalar")]
+ENGINES = ([(torch.float64, "scalar"), (torch.float32, "scalar"), (torch.bfloat16, "scalar"),
+            (torch.float64, "blocked"), (torch.float32, "blocked")]
            + [(dtype, v) for v in MMA_VARIANTS for dtype in (torch.float16, torch.bfloat16)])
 
 

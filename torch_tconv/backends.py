@@ -12,8 +12,11 @@
                                 split along batch x positions)
     tile_variant                engine of the "phase" GEMMs: "auto" (on CUDA,
                                 tensor-core tiles for float16/bfloat16 with a
-                                shape chosen per GEMM; scalar tiles otherwise),
-                                "scalar", or a tensor-core tile shape
+                                shape chosen per GEMM; on the CPU, register-
+                                blocked tiles for the float32/float64 forward;
+                                scalar tiles otherwise), "scalar", "blocked"
+                                (the CPU's register-blocked forward; "scalar"
+                                elsewhere), or a tensor-core tile shape
                                 "mma128x64", "mma64x64", "mma64x32", "mma32x16"
                                 (float16/bfloat16 only; the CPU runs an
                                 emulation of the CUDA kernel, for tests)

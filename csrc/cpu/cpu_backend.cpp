@@ -73,8 +73,36 @@ CpuIsa resolve_cpu_isa(CpuIsa isa) {
   return automatic;
 }
 
+namespace {
+
+// The automatic AVX2 variant on a processor with AVX-512 too: AVX2's
+// passes, which measured faster than AVX-512's (bench/NOTES.md), with the
+// AVX-512 forward of the register-blocked tiles, which have twice the
+// width and registers there (cpu/blocked_phase_forward.h).
+const Backend& avx2_with_avx512_tiles() {
+  static const Backend backend = [] {
+    Backend mixed = cpu_launchers_avx2();
+    mixed.phase_forward = cpu_launchers_avx512().phase_forward;
+    mixed.prefers_phase_forward = cpu_launchers_avx512().prefers_phase_forward;
+    mixed.name = "cpu_avx2_with_avx512_tiles";
+    return mixed;
+  }();
+  return backend;
+}
+
+}  // namespace
+
 const Backend& cpu_backend_for(const Config& config) {
-  switch (resolve_cpu_isa(config.cpu_isa)) {
+  const CpuIsa isa = resolve_cpu_isa(config.cpu_isa);
+  static const bool named_by_environment = [] {
+    const char* requested = std::getenv("TORCH_TCONV_CPU_ISA");
+    return requested != nullptr && *requested != '\0';
+  }();
+  if (config.cpu_isa == CpuIsa::kAuto && !named_by_environment && isa == CpuIsa::kAvx2 &&
+      cpu_isa_supported(CpuIsa::kAvx512)) {
+    return avx2_with_avx512_tiles();
+  }
+  switch (isa) {
     case CpuIsa::kAvx512:
       return cpu_launchers_avx512();
     case CpuIsa::kAvx2:

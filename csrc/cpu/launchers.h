@@ -20,6 +20,7 @@
 #include "../kernels/pixel_bodies.h"
 #include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
+#include "blocked_phase_forward.h"
 #include "mma_emulation.h"
 
 namespace torch_tconv {
@@ -462,10 +463,40 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                        const Geometry& geometry, const Config& config) {
   dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
+    if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+      if (config.tile_variant == TileVariant::kAuto ||
+          config.tile_variant == TileVariant::kBlocked) {
+        // The tiles read the input channels-last: a view where it is, else
+        // a copy (N, in..., C_in).
+        const at::Tensor x = input.movedim(1, -1).contiguous();
+        const auto y = layout_of<int64_t>(out);
+        if (blocked::forward(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                             bias_ptr<scalar_t>(bias), out.mutable_data_ptr<scalar_t>(),
+                             y.channel, y.step, g)) {
+          return;
+        }
+      }
+    }
     for_each_forward_gemm<scalar_t>(input, weight, bias, out, g, [&](const auto& view) {
       implicit_gemm_cpu<scalar_t>(view, config);
     });
   });
+}
+
+// The rule of algorithm "auto" for the blocked tiles, from the forwards of
+// the benchmark's layers on a 2-core Xeon with AVX-512 (bench/NOTES.md):
+// faster than GEMM + col2im on channels-last layers (U-Net 256->128 44 ms
+// against 46 in float32, 80 against 95 in float64; decoder 9.1 against
+// 10.0), whose inputs they read in place and whose outputs they store whole
+// pixels of; slower on most contiguous ones, which they copy channels-last
+// and store a channel at a time (U-Net 59 against 48), and on layers of few
+// channels, whose panels of 32 columns they fill with zeros (3 channels:
+// 5x slower). Not in the baseline variant, without FMA and with 4-wide
+// vectors.
+bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool channels_last) {
+  if (dtype != at::kFloat && dtype != at::kDouble) return false;
+  if (blocked::kVectorBytes < 32) return false;
+  return channels_last && g.in_channels_per_group >= 32 && g.out_channels_per_group >= 32;
 }
 
 void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -610,6 +641,7 @@ const Backend& launchers_backend() {
       phase_forward_cpu,
       implicit_input_grad_cpu,
       implicit_weight_grad_cpu,
+      prefers_phase_forward_cpu,
       bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,

@@ -7,6 +7,10 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #pragma GCC target("avx2,fma")
 #define TORCH_TCONV_CPU_ISA_COMPILED 1
+// The pragma does not define __AVX2__ and the like: the register-blocked
+// tiles (blocked_phase_forward.h) learn their vectors from these.
+#define TORCH_TCONV_CPU_VECTOR_BYTES 32
+#define TORCH_TCONV_CPU_VECTOR_REGISTERS 16
 #endif
 #include "launchers.h"
 

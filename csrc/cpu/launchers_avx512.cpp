@@ -8,6 +8,10 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
 #define TORCH_TCONV_CPU_ISA_COMPILED 1
+// The pragma does not define __AVX2__ and the like: the register-blocked
+// tiles (blocked_phase_forward.h) learn their vectors from these.
+#define TORCH_TCONV_CPU_VECTOR_BYTES 64
+#define TORCH_TCONV_CPU_VECTOR_REGISTERS 32
 #endif
 #include "launchers.h"
 

@@ -40,6 +40,7 @@ const Backend& cuda_backend() {
       cuda::phase_forward,
       cuda::implicit_input_grad,
       cuda::implicit_weight_grad,
+      /*prefers_phase_forward=*/nullptr,
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,

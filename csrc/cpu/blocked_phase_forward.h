@@ -1,0 +1,350 @@
+// The forward's phase GEMMs (kernels/phase_tiles.h) on the CPU, with
+// register-blocked tiles: the "blocked" tile variant, which "auto" takes for
+// float32 and float64 on the CPU. Per group and output phase,
+//   out[row][oc] = bias[oc] + sum over (tap t, ic) of in[row, t][ic] * w_t[ic][oc]
+// with rows the phase's outputs (n, m...) and in[row, t] the input pixel
+// that tap t of the phase reads for that output, stored straight into the
+// output: no column buffer, no col2im.
+//
+// GEMM layout at the tile (kTileRows x kTileCols, in vector registers):
+//   A  per tap, kTileRows pointers to the rows' input pixels, each with its
+//      C_in channels contiguous (a contiguous input is copied channels-last
+//      first: packing it per task, as BLIS packs A, copies each input pixel
+//      once per tap, and measured slower), or to zeros where the tap falls
+//      outside the input
+//   B  the weight packed per (group, phase) as [column panel][tap][ic][kTileCols],
+//      zero-padded past the group's output channels
+//   C  the task's sums, [row][every panel's columns], which its last step
+//      stores into the output (channels-last or contiguous)
+// The zeros stand for taps outside the input. They may only do so where the
+// weight is finite (0 * inf is a NaN the scatter never makes): packing
+// checks it, and a layer with a non-finite weight runs the scalar tiles.
+//
+// The tile's multiply-adds are fused (FMA) where the variant has FMA, unlike
+// the rest of the library (setup.py turns contraction off so that every
+// variant gives the baseline's bits): a tile without FMA runs at half the
+// rate. So the variants' results differ in the last bits here, and the
+// tests compare this engine with the float64 oracle, not across variants.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../kernels/phase_tiles.h"
+
+namespace torch_tconv {
+TORCH_TCONV_ISA_NAMESPACE_BEGIN
+namespace blocked {
+
+// Vector width and register count of the variant being compiled, which
+// cpu/launchers_<isa>.cpp define (the baseline: SSE2's).
+#ifndef TORCH_TCONV_CPU_VECTOR_BYTES
+#define TORCH_TCONV_CPU_VECTOR_BYTES 16
+#define TORCH_TCONV_CPU_VECTOR_REGISTERS 16
+#endif
+constexpr int kVectorBytes = TORCH_TCONV_CPU_VECTOR_BYTES;
+// Rows of a tile: its 2 x rows accumulators, 2 weight vectors and a
+// broadcast input fill the registers (12 rows of 32 registers, 6 of 16).
+constexpr int kTileRows = TORCH_TCONV_CPU_VECTOR_REGISTERS >= 32 ? 12 : 6;
+constexpr int kTileVectors = 2;  // columns of a tile, in vectors
+
+// Depth of a block (taps x input channels): its packed weight per panel,
+// 256 x 32 floats, is 32 KiB of a 48 KiB L1.
+constexpr int64_t kDepthBlock = 256;
+// Output rows per parallel task: its tiles all pass over a depth block's
+// panel before the next, and its inputs and outputs stay in L2.
+constexpr int64_t kRowsPerTask = 96;
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+  static constexpr int kLanes = kVectorBytes / sizeof(T);
+};
+
+template <typename T>
+constexpr int kTileCols = kTileVectors * Vec<T>::kLanes;
+
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+// One tile: kTileRows x kTileCols sums over taps x channels of depth, into
+// c (rows ldc apart). a[t * kTileRows + i]: row i's input pixel for tap t,
+// at the block's first channel; b: the panel's packed weight there, taps
+// tap_stride apart. c = base + sums, base the bias (null: zero) or, with
+// accumulate (a later depth block), c itself.
+template <typename T>
+void tile(const T* const* a, int64_t taps, int64_t channels, const T* b, int64_t tap_stride,
+          T* c, int64_t ldc, const T* bias, bool accumulate) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+  V acc[kTileRows][kTileVectors];
+  for (int i = 0; i < kTileRows; ++i) {
+    for (int v = 0; v < kTileVectors; ++v) acc[i][v] = V{};
+  }
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* row[kTileRows];
+    for (int i = 0; i < kTileRows; ++i) row[i] = a[t * kTileRows + i];
+    const T* bt = b + t * tap_stride;
+    for (int64_t ic = 0; ic < channels; ++ic) {
+      V w[kTileVectors];
+      for (int v = 0; v < kTileVectors; ++v) {
+        std::memcpy(&w[v], bt + ic * kTileCols<T> + v * L, sizeof(V));
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < kTileRows; ++i) {
+        const T x = row[i][ic];
+#pragma GCC unroll 4
+        for (int v = 0; v < kTileVectors; ++v) acc[i][v] += x * w[v];
+      }
+    }
+  }
+  // Fully unrolled, so that every accumulator has a constant index and
+  // stays in a register through the loops above.
+#pragma GCC unroll 16
+  for (int i = 0; i < kTileRows; ++i) {
+    T* out = c + i * ldc;
+    for (int v = 0; v < kTileVectors; ++v) {
+      V base = V{};
+      if (accumulate) {
+        std::memcpy(&base, out + v * L, sizeof(V));
+      } else if (bias != nullptr) {
+        std::memcpy(&base, bias + v * L, sizeof(V));
+      }
+      base += acc[i][v];
+      std::memcpy(out + v * L, &base, sizeof(V));
+    }
+  }
+}
+
+#pragma GCC pop_options
+
+// The phases of a problem, with each phase's taps, and where each kernel
+// tap lands: every tap belongs to exactly one phase.
+template <typename index_t>
+struct PhaseList {
+  std::vector<Phase<index_t>> phases;
+  std::vector<std::vector<PhaseTap<index_t>>> taps;  // per phase
+  std::vector<int64_t> phase_of_tap;                 // per kernel tap
+  std::vector<int64_t> number_of_tap;                // its number in that phase
+  int64_t max_taps = 1;
+  int64_t max_rows = 0;
+
+  explicit PhaseList(const KernelGeometry<index_t>& g)
+      : taps(Phase<index_t>::count(g)), phase_of_tap(g.taps(), -1), number_of_tap(g.taps(), 0) {
+    for (int64_t p = 0; p < static_cast<int64_t>(taps.size()); ++p) {
+      phases.push_back(phase_of(g, index_t(p)));
+      const Phase<index_t>& phase = phases.back();
+      for (index_t t = 0; t < phase.taps; ++t) {
+        taps[p].push_back(phase_tap(g, phase, t));
+        phase_of_tap[taps[p].back().kernel_index] = p;
+        number_of_tap[taps[p].back().kernel_index] = t;
+      }
+      max_taps = std::max<int64_t>(max_taps, phase.taps);
+      max_rows = std::max<int64_t>(max_rows, phase.rows);
+    }
+  }
+};
+
+// The weight of every (group, phase) packed for the tiles: per group and
+// phase, [panel][tap][ic][kTileCols], the columns past the group's output
+// channels zero.
+template <typename T>
+struct PackedWeight {
+  at::Tensor storage;
+  const T* data = nullptr;
+  std::vector<int64_t> phase_offset;  // per phase, within a group's part
+  int64_t group_size = 0;             // elements per group
+  int64_t panels = 0;
+  bool finite = true;                 // every weight element is (see the top)
+};
+
+template <typename T, typename index_t>
+PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
+                            const PhaseList<index_t>& list) {
+  constexpr int64_t NR = kTileCols<T>;
+  PackedWeight<T> packed;
+  const int64_t cin = g.in_channels_per_group;
+  const int64_t cout = g.out_channels_per_group;
+  const int64_t kernel_taps = g.taps();
+  packed.panels = (cout + NR - 1) / NR;
+  for (const auto& phase : list.phases) {
+    packed.phase_offset.push_back(packed.group_size);
+    packed.group_size += packed.panels * int64_t(phase.taps) * cin * NR;
+  }
+  packed.storage = at::empty({packed.group_size * g.groups},
+                             at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  T* data = packed.storage.template mutable_data_ptr<T>();
+  packed.data = data;
+  std::atomic<bool> finite{true};
+  // Per (group, input channel): its weight row (C_out/groups x taps, read
+  // in order) goes to one row of kTileCols per (phase, panel, tap).
+  at::parallel_for(0, int64_t(g.groups) * cin, 16, [&](int64_t begin, int64_t end) {
+    bool all_finite = true;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t group = row / cin;
+      const int64_t ic = row % cin;
+      const T* src = w + row * cout * kernel_taps;
+      T* group_dst = data + group * packed.group_size;
+      for (int64_t k = 0; k < kernel_taps; ++k) {
+        const int64_t p = list.phase_of_tap[k];
+        const int64_t t = list.number_of_tap[k];
+        const int64_t phase_taps = list.phases[p].taps;
+        T* dst = group_dst + packed.phase_offset[p] + (t * cin + ic) * NR;
+        for (int64_t panel = 0; panel < packed.panels; ++panel) {
+          T* panel_dst = dst + panel * phase_taps * cin * NR;
+          for (int64_t j = 0; j < NR; ++j) {
+            const int64_t oc = panel * NR + j;
+            const T value = oc < cout ? src[oc * kernel_taps + k] : T(0);
+            all_finite = all_finite && std::isfinite(value);
+            panel_dst[j] = value;
+          }
+        }
+      }
+    }
+    if (!all_finite) finite.store(false, std::memory_order_relaxed);
+  });
+  packed.finite = finite.load();
+  return packed;
+}
+
+// The phase's row after r.
+template <typename index_t>
+void next_row(const Phase<index_t>& phase, PhaseRow<index_t>& r) {
+  for (int j = kMaxSpatialDims - 1; j >= 0; --j) {
+    if (++r.m[j] < phase.out_count[j]) return;
+    r.m[j] = 0;
+  }
+  ++r.n;
+}
+
+// The forward into `y` through the blocked tiles, from `x` channels-last
+// (N, in..., C_in). y_channel and y_step are the output's channel and
+// position strides (contiguous or channels-last, see ActivationLayout).
+// Returns false, with nothing written, where the weight is not finite.
+//
+// Blocking, as in BLIS: a task takes kRowsPerTask rows of one (group,
+// phase); its depth runs in blocks of about kDepthBlock (taps x a range of
+// input channels), whose packed weight per panel (kDepthBlock x kTileCols)
+// stays in L1 while every tile of the task passes over it; the task's
+// inputs and sums stay in L2 between blocks. Inputs are read where they
+// lie, unpacked: a pixel's channels are contiguous.
+template <typename T, typename index_t>
+bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int64_t y_step,
+             const KernelGeometry<index_t>& g) {
+  constexpr int MR = kTileRows;
+  constexpr int64_t NR = kTileCols<T>;
+  const PhaseList<index_t> list(g);
+  const PackedWeight<T> packed = pack_weight(w, g, list);
+  if (!packed.finite) return false;
+
+  const int64_t phase_count = static_cast<int64_t>(list.phases.size());
+  const int64_t cin = g.in_channels_per_group;
+  const int64_t cout = g.out_channels_per_group;
+  const int64_t in_sample = int64_t(g.in_numel()) * g.in_channels();
+  const int64_t x_step = g.in_channels();  // between input pixels
+  const int64_t out_sample = int64_t(g.out_channels()) * g.out_numel();
+  const int64_t ldc = packed.panels * NR;  // the tasks' sums: rows of every panel
+  const std::vector<T> zeros(cin, T(0));
+  // The bias per group, zero-padded to whole panels.
+  std::vector<T> bias_rows;
+  if (bias != nullptr) {
+    bias_rows.assign(g.groups * ldc, T(0));
+    for (int64_t group = 0; group < g.groups; ++group) {
+      std::copy(bias + group * cout, bias + (group + 1) * cout, bias_rows.begin() + group * ldc);
+    }
+  }
+  const int64_t row_blocks = (list.max_rows + kRowsPerTask - 1) / kRowsPerTask;
+  const int64_t tiles_per_task = (kRowsPerTask + MR - 1) / MR;
+
+  // Tasks (group, row block, phase), phases innermost: neighbouring tasks
+  // write neighbouring outputs.
+  const int64_t items = int64_t(g.groups) * row_blocks * phase_count;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<const T*> a(tiles_per_task * list.max_taps * MR);
+    std::vector<const T*> moved(a.size());
+    std::vector<T> sums(tiles_per_task * MR * ldc);
+    std::vector<T*> out(kRowsPerTask);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t p = item % phase_count;
+      const int64_t block = item / phase_count % row_blocks;
+      const int64_t group = item / phase_count / row_blocks;
+      const Phase<index_t>& phase = list.phases[p];
+      const int64_t taps = phase.taps;
+      const int64_t row_begin = block * kRowsPerTask;
+      const int64_t row_end = std::min<int64_t>(row_begin + kRowsPerTask, phase.rows);
+      if (row_begin >= row_end) continue;
+      const int64_t rows = row_end - row_begin;
+      const T* group_bias = bias != nullptr ? bias_rows.data() + group * ldc : nullptr;
+      // Each tile's pointers, once for every block and panel: a[(tile, tap,
+      // row)]. Rows past the end repeat the last one; their sums are not
+      // stored.
+      const int64_t tiles = (rows + MR - 1) / MR;
+      PhaseRow<index_t> pr = phase_row(phase, index_t(row_begin));
+      for (int64_t r = 0; r < tiles * MR; ++r) {
+        const T** tile_a = a.data() + r / MR * taps * MR + r % MR;
+        if (r >= rows) {
+          for (int64_t t = 0; t < taps; ++t) tile_a[t * MR] = tile_a[t * MR - 1];
+          continue;
+        }
+        const T* sample = x + int64_t(pr.n) * in_sample + group * cin;
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t position = phase_input_position(g, phase, pr, list.taps[p][t]);
+          tile_a[t * MR] = position < 0 ? zeros.data() : sample + position * x_step;
+        }
+        next_row(phase, pr);
+      }
+      const T* weight = packed.data + group * packed.group_size + packed.phase_offset[p];
+      const int64_t tap_stride = cin * NR;
+      const int64_t channel_block = std::clamp<int64_t>(kDepthBlock / std::max<int64_t>(taps, 1), 1, cin);
+      for (int64_t c0 = 0; c0 < cin && taps > 0; c0 += channel_block) {
+        const int64_t channels = std::min(channel_block, cin - c0);
+        // The tiles' input pointers, moved to the block's first channel.
+        for (int64_t k = 0; k < tiles * taps * MR; ++k) {
+          moved[k] = a[k] == zeros.data() ? a[k] : a[k] + c0;
+        }
+        for (int64_t panel = 0; panel < packed.panels; ++panel) {
+          const T* b = weight + panel * taps * tap_stride + c0 * NR;
+          for (int64_t tile_index = 0; tile_index < tiles; ++tile_index) {
+            tile<T>(moved.data() + tile_index * taps * MR, taps, channels, b, tap_stride,
+                    sums.data() + tile_index * MR * ldc + panel * NR, ldc,
+                    group_bias != nullptr ? group_bias + panel * NR : nullptr, c0 > 0);
+          }
+        }
+      }
+      // The sums into the output. A phase with no tap (a kernel smaller
+      // than the stride) is the bias.
+      pr = phase_row(phase, index_t(row_begin));
+      for (int64_t r = 0; r < rows; ++r, next_row(phase, pr)) {
+        out[r] = y + pr.n * out_sample + int64_t(phase_output_position(g, phase, pr)) * y_step +
+                 group * cout * y_channel;
+      }
+      const auto sums_of = [&](int64_t r) {
+        return taps > 0 ? sums.data() + r * ldc : group_bias;
+      };
+      if (taps == 0 && bias == nullptr) {
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t oc = 0; oc < cout; ++oc) out[r][oc * y_channel] = T(0);
+        }
+      } else if (y_channel == 1) {
+        for (int64_t r = 0; r < rows; ++r) std::memcpy(out[r], sums_of(r), cout * sizeof(T));
+      } else {
+        // A channel at a time: the rows' outputs of one channel share a few
+        // cache lines, while one row's channels lie a plane apart, in the
+        // same L1 set where a plane is a multiple of 4 KiB.
+        for (int64_t oc = 0; oc < cout; ++oc) {
+          for (int64_t r = 0; r < rows; ++r) out[r][oc * y_channel] = sums_of(r)[oc];
+        }
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace blocked
+TORCH_TCONV_ISA_NAMESPACE_END
+}  // namespace torch_tconv

@@ -1,0 +1,168 @@
+"""The CPU's register-blocked tiles for the forward (tile_variant "blocked",
+cpu/blocked_phase_forward.h): one GEMM per output phase stored straight into
+the output, which algorithm "auto" runs for channels-last float32/float64
+layers with 32 or more channels in and out.
+
+The layers here are large enough for what the small layer table
+(test_implicit_gemm.py runs the tiles over it too) does not reach: several
+column panels with a partial last one, several depth blocks (taps x input
+channels over 256), several row blocks with a partial last tile, phases
+without taps, and many taps per phase. Every compiled variant runs: the
+tiles fuse their multiply-adds where the variant has FMA, so the variants
+are compared with the float64 oracle, not with each other's bits. Outputs
+are poisoned (conftest.py): an element no tile stores fails."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_tconv
+from common_utils import REFERENCE, assert_close_to, with_layout
+
+ISAS = torch_tconv.backends.supported_cpu_isas()
+
+# name: (input shape, weight shape, parameters)
+LAYERS = {
+    # 40 output channels: a full panel and a partial one (one panel of 32 and
+    # one of 8 with AVX-512; 16-wide panels elsewhere); 4 taps x 70 channels
+    # of depth: two blocks; 297 rows per phase: four row blocks.
+    "panels_blocks_rows": ((3, 70, 9, 11), (70, 40, 4, 4),
+                           dict(stride=2, padding=1, output_padding=0, dilation=1, groups=1)),
+    # Groups, dilation, uneven strides and padding in 3-D.
+    "grouped_dilated_3d": ((2, 40, 4, 5, 6), (40, 17, 3, 2, 3),
+                           dict(stride=(2, 1, 3), padding=(1, 0, 2), output_padding=(1, 0, 1),
+                                dilation=(1, 2, 1), groups=2)),
+    # A kernel smaller than the stride: phases with no tap are the bias.
+    "phases_without_taps": ((2, 8, 5, 5), (8, 6, 2, 2),
+                            dict(stride=3, padding=0, output_padding=2, dilation=1, groups=1)),
+    # A vocoder-like 1-D layer: 8 phases of 2 taps.
+    "1d_k16_s8": ((2, 33, 40), (33, 20, 16),
+                  dict(stride=8, padding=4, output_padding=0, dilation=1, groups=1)),
+    # Stride 1: one phase of 25 taps, 12 channels: depth blocks of 10 channels.
+    "many_taps": ((2, 12, 7, 6), (12, 9, 5, 5),
+                  dict(stride=1, padding=2, output_padding=0, dilation=1, groups=1)),
+}
+
+
+def make(name, dtype, layout="contiguous", seed=0):
+    x_shape, w_shape, params = LAYERS[name]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    w = torch.randn(w_shape, generator=g, dtype=torch.float64)
+    b = torch.randn(w_shape[1] * params["groups"], generator=g, dtype=torch.float64)
+    return with_layout(x.to(dtype), layout), w.to(dtype), b.to(dtype), params
+
+
+def forward(x, w, b, params):
+    return {3: torch_tconv.conv_transpose1d, 4: torch_tconv.conv_transpose2d,
+            5: torch_tconv.conv_transpose3d}[x.dim()](x, w, b, **params)
+
+
+def oracle(x, w, b, params):
+    return REFERENCE[x.dim() - 2](x.double(), w.double(), b.double(), **params)
+
+
+@pytest.mark.parametrize("isa", ["auto"] + ISAS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_blocked_forward_matches_the_oracle(name, dtype, layout, isa):
+    x, w, b, p = make(name, dtype, layout)
+    with torch_tconv.backends.flags(algorithm="phase", tile_variant="blocked", cpu_isa=isa):
+        out = forward(x, w, b, p)
+    assert_close_to(out, oracle(x, w, b, p), dtype, f"{name}, {layout}, {isa}")
+    if layout == "channels_last" and x.dim() == 4:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_without_bias():
+    x, w, _, p = make("panels_blocks_rows", torch.float32, "channels_last")
+    with torch_tconv.backends.flags(algorithm="phase", tile_variant="blocked"):
+        out = forward(x, w, None, p)
+    want = F.conv_transpose2d(x.double(), w.double(), None, **p)
+    assert_close_to(out, want, torch.float32, "no bias")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype):
+    """The rule of algorithm "auto": the tiles for a channels-last layer of
+    32 or more channels in and out, GEMM + col2im for a contiguous one and
+    for few channels. Each path gives its own bits, which tell them apart."""
+    x, w, b, p = make("panels_blocks_rows", dtype, "channels_last")
+
+    def run(**settings):
+        with torch_tconv.backends.flags(**settings):
+            return forward(x, w, b, p)
+
+    tiles = run(algorithm="phase", tile_variant="blocked")
+    gemm = run(algorithm="gemm")
+    assert not torch.equal(tiles, gemm), "the two paths should differ in some bits"
+    assert torch.equal(run(), tiles)
+    # Contiguous: GEMM + col2im.
+    contiguous = x.contiguous()
+    with torch_tconv.backends.flags():
+        auto = forward(contiguous, w, b, p)
+    with torch_tconv.backends.flags(algorithm="gemm"):
+        assert torch.equal(auto, forward(contiguous, w, b, p))
+    # Forcing the scalar tiles keeps "auto" off the tiles.
+    assert torch.equal(run(tile_variant="scalar"), gemm)
+    # Fewer than 32 output channels: GEMM + col2im.
+    narrow = w[:, :31].contiguous()
+    with torch_tconv.backends.flags():
+        auto = forward(x, narrow, b[:31], p)
+    with torch_tconv.backends.flags(algorithm="gemm"):
+        assert torch.equal(auto, forward(x, narrow, b[:31], p))
+
+
+def test_auto_gradients_stay_on_gemm():
+    """The tiles are a forward: "auto" computes a channels-last layer's
+    gradients with GEMMs, not with the scalar tiles of the "phase" path."""
+    x, w, b, p = make("panels_blocks_rows", torch.float32, "channels_last")
+    results = {}
+    for algorithm in ("auto", "gemm"):
+        leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+        with torch_tconv.backends.flags(algorithm=algorithm):
+            out = forward(*leaves, p)
+            gy = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(
+                memory_format=torch.channels_last)
+            results[algorithm] = torch.autograd.grad(out, leaves, gy)
+    for auto, gemm in zip(results["auto"], results["gemm"]):
+        assert torch.equal(auto, gemm)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_inputs_propagate_like_torch(dtype):
+    """Taps outside the input read zeros, which only a non-finite weight
+    could turn into a NaN; with finite weights the tiles run, and infinite
+    and NaN inputs reach the outputs torch's reach."""
+    x, w, b, p = make("panels_blocks_rows", dtype, "channels_last")
+    x[0, 0, 0, 0] = float("nan")
+    x[1, 5, -1, -1] = float("inf")
+    x[2, 3, 4, 0] = float("-inf")
+    with torch_tconv.backends.flags(algorithm="phase", tile_variant="blocked"):
+        out = forward(x, w, b, p)
+    want = oracle(x, w, b, p)
+    for check in (torch.isnan, torch.isposinf, torch.isneginf):
+        assert torch.equal(check(out), check(want)), check.__name__
+    finite = torch.isfinite(want)
+    assert not finite.all()
+    assert_close_to(out[finite], want[finite], dtype, "finite elements")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_weights_run_the_scalar_tiles(value):
+    """0 x inf is a NaN that the scatter never makes: with a non-finite
+    weight the forward runs the scalar tiles, which skip the outside taps,
+    and gives their bits."""
+    x, w, b, p = make("panels_blocks_rows", torch.float64, "channels_last")
+    w[3, 7, 0, 0] = value
+    with torch_tconv.backends.flags(algorithm="phase", tile_variant="blocked"):
+        out = forward(x, w, b, p)
+    with torch_tconv.backends.flags(algorithm="phase", tile_variant="scalar"):
+        scalar = forward(x, w, b, p)
+    assert torch.equal(out.isnan(), scalar.isnan())
+    finite = scalar.isfinite()
+    assert torch.equal(out[finite], scalar[finite])
+    want = oracle(x, w, b, p)
+    for check in (torch.isnan, torch.isposinf, torch.isneginf):
+        assert torch.equal(check(out), check(want)), check.__name__
