@@ -73,13 +73,13 @@ constexpr int kTileCols = kTileVectors * Vec<T>::kLanes;
 #pragma GCC optimize("fp-contract=fast")
 
 // One tile: kTileRows x kTileCols sums over taps x channels of depth, into
-// c (rows ldc apart). a[t * kTileRows + i]: row i's input pixel for tap t,
+// columns [column, column + kTileCols) of rows c[i]. a[t * kTileRows + i]: row i's input pixel for tap t,
 // at the block's first channel; b: the panel's packed weight there, taps
 // tap_stride apart. c = base + sums, base the bias (null: zero) or, with
 // accumulate (a later depth block), c itself.
 template <typename T>
 void tile(const T* const* a, int64_t taps, int64_t channels, const T* b, int64_t tap_stride,
-          T* c, int64_t ldc, const T* bias, bool accumulate) {
+          T* const* c, int64_t column, const T* bias, bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::kLanes;
   V acc[kTileRows][kTileVectors];
@@ -107,7 +107,7 @@ void tile(const T* const* a, int64_t taps, int64_t channels, const T* b, int64_t
   // stays in a register through the loops above.
 #pragma GCC unroll 16
   for (int i = 0; i < kTileRows; ++i) {
-    T* out = c + i * ldc;
+    T* out = c[i] + column;
     for (int v = 0; v < kTileVectors; ++v) {
       V base = V{};
       if (accumulate) {
@@ -160,14 +160,30 @@ struct PackedWeight {
   std::vector<int64_t> phase_offset;  // per phase, within a group's part
   int64_t group_size = 0;             // elements per group
   int64_t panels = 0;
-  bool finite = true;                 // every weight element is (see the top)
+  bool finite = true;  // every weight element is (see the top); else nothing is packed
 };
+
+// Whether none of the n values is infinite or NaN (x - x is 0 exactly for
+// the finite ones), in a loop the compiler vectorises.
+template <typename T>
+bool all_finite(const T* x, int64_t n) {
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    bool all = true;
+    for (int64_t i = begin; i < end; ++i) all &= (x[i] - x[i] == T(0));
+    if (!all) finite.store(false, std::memory_order_relaxed);
+  });
+  return finite.load();
+}
 
 template <typename T, typename index_t>
 PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
                             const PhaseList<index_t>& list) {
   constexpr int64_t NR = kTileCols<T>;
   PackedWeight<T> packed;
+  packed.finite = all_finite(w, int64_t(g.groups) * g.in_channels_per_group *
+                                    g.out_channels_per_group * g.taps());
+  if (!packed.finite) return packed;
   const int64_t cin = g.in_channels_per_group;
   const int64_t cout = g.out_channels_per_group;
   const int64_t kernel_taps = g.taps();
@@ -180,11 +196,9 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
                              at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   T* data = packed.storage.template mutable_data_ptr<T>();
   packed.data = data;
-  std::atomic<bool> finite{true};
-  // Per (group, input channel): its weight row (C_out/groups x taps, read
-  // in order) goes to one row of kTileCols per (phase, panel, tap).
+  // Per (group, input channel): its weight row (C_out/groups x taps) goes
+  // to one row of kTileCols per (phase, panel, tap).
   at::parallel_for(0, int64_t(g.groups) * cin, 16, [&](int64_t begin, int64_t end) {
-    bool all_finite = true;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t group = row / cin;
       const int64_t ic = row % cin;
@@ -197,18 +211,14 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
         T* dst = group_dst + packed.phase_offset[p] + (t * cin + ic) * NR;
         for (int64_t panel = 0; panel < packed.panels; ++panel) {
           T* panel_dst = dst + panel * phase_taps * cin * NR;
-          for (int64_t j = 0; j < NR; ++j) {
-            const int64_t oc = panel * NR + j;
-            const T value = oc < cout ? src[oc * kernel_taps + k] : T(0);
-            all_finite = all_finite && std::isfinite(value);
-            panel_dst[j] = value;
-          }
+          const int64_t columns = std::min<int64_t>(NR, cout - panel * NR);
+          const T* column = src + panel * NR * kernel_taps + k;
+          for (int64_t j = 0; j < columns; ++j) panel_dst[j] = column[j * kernel_taps];
+          for (int64_t j = columns; j < NR; ++j) panel_dst[j] = T(0);
         }
       }
     }
-    if (!all_finite) finite.store(false, std::memory_order_relaxed);
   });
-  packed.finite = finite.load();
   return packed;
 }
 
@@ -249,6 +259,10 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
   const int64_t x_step = g.in_channels();  // between input pixels
   const int64_t out_sample = int64_t(g.out_channels()) * g.out_numel();
   const int64_t ldc = packed.panels * NR;  // the tasks' sums: rows of every panel
+  // Channels-last outputs of whole panels take the tiles' stores directly;
+  // others (a contiguous output, a partial last panel) go through the
+  // task's sums.
+  const bool direct = y_channel == 1 && cout % NR == 0;
   const std::vector<T> zeros(cin, T(0));
   // The bias per group, zero-padded to whole panels.
   std::vector<T> bias_rows;
@@ -267,8 +281,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     std::vector<const T*> a(tiles_per_task * list.max_taps * MR);
     std::vector<const T*> moved(a.size());
-    std::vector<T> sums(tiles_per_task * MR * ldc);
-    std::vector<T*> out(kRowsPerTask);
+    std::vector<T> sums(direct ? ldc : tiles_per_task * MR * ldc);
+    std::vector<T*> out(tiles_per_task * MR);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t p = item % phase_count;
       const int64_t block = item / phase_count % row_blocks;
@@ -281,16 +295,20 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
       const int64_t rows = row_end - row_begin;
       const T* group_bias = bias != nullptr ? bias_rows.data() + group * ldc : nullptr;
       // Each tile's pointers, once for every block and panel: a[(tile, tap,
-      // row)]. Rows past the end repeat the last one; their sums are not
-      // stored.
+      // row)], and where each row's sums go (out). Rows past the end repeat
+      // the last one's inputs, and store into a row nothing reads.
       const int64_t tiles = (rows + MR - 1) / MR;
       PhaseRow<index_t> pr = phase_row(phase, index_t(row_begin));
       for (int64_t r = 0; r < tiles * MR; ++r) {
         const T** tile_a = a.data() + r / MR * taps * MR + r % MR;
         if (r >= rows) {
           for (int64_t t = 0; t < taps; ++t) tile_a[t * MR] = tile_a[t * MR - 1];
+          out[r] = direct ? sums.data() : sums.data() + r * ldc;
           continue;
         }
+        T* y_row = y + pr.n * out_sample + int64_t(phase_output_position(g, phase, pr)) * y_step +
+                   group * cout * y_channel;
+        out[r] = direct ? y_row : sums.data() + r * ldc;
         const T* sample = x + int64_t(pr.n) * in_sample + group * cin;
         for (int64_t t = 0; t < taps; ++t) {
           const int64_t position = phase_input_position(g, phase, pr, list.taps[p][t]);
@@ -311,11 +329,12 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
           const T* b = weight + panel * taps * tap_stride + c0 * NR;
           for (int64_t tile_index = 0; tile_index < tiles; ++tile_index) {
             tile<T>(moved.data() + tile_index * taps * MR, taps, channels, b, tap_stride,
-                    sums.data() + tile_index * MR * ldc + panel * NR, ldc,
+                    out.data() + tile_index * MR, panel * NR,
                     group_bias != nullptr ? group_bias + panel * NR : nullptr, c0 > 0);
           }
         }
       }
+      if (direct && taps > 0) continue;
       // The sums into the output. A phase with no tap (a kernel smaller
       // than the stride) is the bias.
       pr = phase_row(phase, index_t(row_begin));
