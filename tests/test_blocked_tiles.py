@@ -1,7 +1,8 @@
 """The CPU's register-blocked tiles for the forward (tile_variant "blocked",
 cpu/blocked_phase_forward.h): one GEMM per output phase stored straight into
-the output, which algorithm "auto" runs for channels-last float32/float64
-layers with 32 or more channels in and out.
+the output, which algorithm "auto" runs for float32/float64 layers that are
+channels-last with 32 or more channels in and out, or have a stride of 4 or
+more and 16 or more channels.
 
 The layers here are large enough for what the small layer table
 (test_implicit_gemm.py runs the tiles over it too) does not reach: several
@@ -106,12 +107,29 @@ def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype)
         assert torch.equal(auto, forward(contiguous, w, b, p))
     # Forcing the scalar tiles keeps "auto" off the tiles.
     assert torch.equal(run(tile_variant="scalar"), gemm)
-    # Fewer than 32 output channels: GEMM + col2im.
+    # Fewer than 32 output channels: GEMM + col2im (the stride is 2).
     narrow = w[:, :31].contiguous()
     with torch_tconv.backends.flags():
         auto = forward(x, narrow, b[:31], p)
     with torch_tconv.backends.flags(algorithm="gemm"):
         assert torch.equal(auto, forward(x, narrow, b[:31], p))
+
+
+@pytest.mark.parametrize("stride, channels, tiles", [(4, 16, True), (8, 21, True), (3, 40, False),
+                                                     (4, 15, False)])
+def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, channels, tiles):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, channels, 6, 5, generator=g)
+    w = torch.randn(channels, channels, 2 * stride, 2 * stride, generator=g)
+    b = torch.randn(channels, generator=g)
+    p = dict(stride=stride, padding=stride // 2, output_padding=0, dilation=1, groups=1)
+    results = {}
+    for algorithm in ("auto", "phase", "gemm"):
+        with torch_tconv.backends.flags(algorithm=algorithm, tile_variant="blocked"):
+            results[algorithm] = forward(x, w, b, p)
+    assert not torch.equal(results["phase"], results["gemm"]), "the paths should differ in some bits"
+    assert torch.equal(results["auto"], results["phase" if tiles else "gemm"])
+    assert_close_to(results["auto"], oracle(x, w, b, p), torch.float32, f"stride {stride}")
 
 
 def test_auto_gradients_stay_on_gemm():

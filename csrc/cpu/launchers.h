@@ -484,19 +484,27 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 }
 
 // The rule of algorithm "auto" for the blocked tiles, from the forwards of
-// the benchmark's layers on a 2-core Xeon with AVX-512 (bench/NOTES.md):
-// faster than GEMM + col2im on channels-last layers (U-Net 256->128 44 ms
-// against 46 in float32, 80 against 95 in float64; decoder 9.1 against
-// 10.0), whose inputs they read in place and whose outputs they store whole
-// pixels of; slower on most contiguous ones, which they copy channels-last
-// and store a channel at a time (U-Net 59 against 48), and on layers of few
-// channels, whose panels of 32 columns they fill with zeros (3 channels:
-// 5x slower). Not in the baseline variant, without FMA and with 4-wide
-// vectors.
+// the benchmark's layers on a 2-core Xeon with AVX-512 (bench/NOTES.md),
+// ms, tiles against GEMM + col2im:
+// - channels-last layers, whose inputs the tiles read in place and whose
+//   outputs they store whole pixels of: U-Net 256->128 44 against 46 in
+//   float32, 80 against 95 in float64; decoder 9.1 against 10.0;
+// - strides of 4 or more, whose many phases each take few taps while
+//   col2im adds overlapping windows: the k16 s8 vocoder 530 against 905,
+//   FCN k16 s8 2.5 against 2.7;
+// - but not other contiguous layers, which the tiles copy channels-last and
+//   store a channel at a time (U-Net 59 against 48), nor few channels,
+//   whose panels of 32 columns the tiles fill with zeros (3 channels: 5x
+//   slower);
+// - nor the baseline variant, without FMA and with 4-wide vectors.
 bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool channels_last) {
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   if (blocked::kVectorBytes < 32) return false;
-  return channels_last && g.in_channels_per_group >= 32 && g.out_channels_per_group >= 32;
+  const int64_t cin = g.in_channels_per_group;
+  const int64_t cout = g.out_channels_per_group;
+  if (channels_last) return cin >= 32 && cout >= 32;
+  const int64_t stride = *std::max_element(g.stride, g.stride + kMaxSpatialDims);
+  return stride >= 4 && cin >= 16 && cout >= 16;
 }
 
 void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
