@@ -283,6 +283,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
     std::vector<const T*> moved(a.size());
     std::vector<T> sums(direct ? ldc : tiles_per_task * MR * ldc);
     std::vector<T*> out(tiles_per_task * MR);
+    std::vector<const T*> line_input(list.max_taps);
+    std::vector<int64_t> line_first(list.max_taps);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t p = item % phase_count;
       const int64_t block = item / phase_count % row_blocks;
@@ -299,6 +301,9 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
       // the last one's inputs, and store into a row nothing reads.
       const int64_t tiles = (rows + MR - 1) / MR;
       PhaseRow<index_t> pr = phase_row(phase, index_t(row_begin));
+      constexpr int kInner = kMaxSpatialDims - 1;
+      T* y_line = nullptr;
+      bool new_line = true;
       for (int64_t r = 0; r < tiles * MR; ++r) {
         const T** tile_a = a.data() + r / MR * taps * MR + r % MR;
         if (r >= rows) {
@@ -306,15 +311,40 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
           out[r] = direct ? sums.data() : sums.data() + r * ldc;
           continue;
         }
-        T* y_row = y + pr.n * out_sample + int64_t(phase_output_position(g, phase, pr)) * y_step +
+        if (new_line) {
+          // A line: the rows of one sample and outer coordinates. Per tap,
+          // its input row there (null where the outer coordinates fall
+          // outside) and the innermost coordinate of the line's first row;
+          // each row's pointers are then an add and a compare.
+          PhaseRow<index_t> first = pr;
+          first.m[kInner] = 0;
+          y_line = y + pr.n * out_sample + int64_t(phase_output_position(g, phase, first)) * y_step +
                    group * cout * y_channel;
+          const T* sample = x + int64_t(pr.n) * in_sample + group * cin;
+          for (int64_t t = 0; t < taps; ++t) {
+            const PhaseTap<index_t>& tap = list.taps[p][t];
+            int64_t outer = 0;
+            bool inside = true;
+            for (int j = 0; j < kInner; ++j) {
+              const int64_t i = int64_t(phase.first_in[j]) + pr.m[j] - tap.in_offset[j];
+              inside = inside && i >= 0 && i < g.in_size[j];
+              outer = outer * g.in_size[j] + i;
+            }
+            line_input[t] = inside ? sample + outer * g.in_size[kInner] * x_step : nullptr;
+            line_first[t] = int64_t(phase.first_in[kInner]) - tap.in_offset[kInner];
+          }
+        }
+        const int64_t m = pr.m[kInner];
+        T* y_row = y_line + m * g.stride[kInner] * y_step;
         out[r] = direct ? y_row : sums.data() + r * ldc;
-        const T* sample = x + int64_t(pr.n) * in_sample + group * cin;
         for (int64_t t = 0; t < taps; ++t) {
-          const int64_t position = phase_input_position(g, phase, pr, list.taps[p][t]);
-          tile_a[t * MR] = position < 0 ? zeros.data() : sample + position * x_step;
+          const int64_t i = line_first[t] + m;
+          tile_a[t * MR] = line_input[t] != nullptr && i >= 0 && i < g.in_size[kInner]
+                               ? line_input[t] + i * x_step
+                               : zeros.data();
         }
         next_row(phase, pr);
+        new_line = pr.m[kInner] == 0;
       }
       const T* weight = packed.data + group * packed.group_size + packed.phase_offset[p];
       const int64_t tap_stride = cin * NR;
