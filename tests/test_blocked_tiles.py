@@ -33,6 +33,10 @@ LAYERS = {
     "grouped_dilated_3d": ((2, 40, 4, 5, 6), (40, 17, 3, 2, 3),
                            dict(stride=(2, 1, 3), padding=(1, 0, 2), output_padding=(1, 0, 1),
                                 dilation=(1, 2, 1), groups=2)),
+    # Groups of 32 output channels: whole panels, which channels-last outputs
+    # take straight from the tiles' stores (no task sums), at a group offset.
+    "grouped_whole_panels": ((2, 64, 5, 7), (64, 32, 3, 3),
+                             dict(stride=2, padding=1, output_padding=1, dilation=1, groups=2)),
     # A kernel smaller than the stride: phases with no tap are the bias.
     "phases_without_taps": ((2, 8, 5, 5), (8, 6, 2, 2),
                             dict(stride=3, padding=0, output_padding=2, dilation=1, groups=1)),
@@ -76,12 +80,15 @@ def test_blocked_forward_matches_the_oracle(name, dtype, layout, isa):
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_without_bias():
-    x, w, _, p = make("panels_blocks_rows", torch.float32, "channels_last")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", ["panels_blocks_rows", "grouped_whole_panels",
+                                  "phases_without_taps"])
+def test_without_bias(name, layout):
+    x, w, _, p = make(name, torch.float32, layout)
     with torch_tconv.backends.flags(algorithm="phase", tile_variant="blocked"):
         out = forward(x, w, None, p)
     want = F.conv_transpose2d(x.double(), w.double(), None, **p)
-    assert_close_to(out, want, torch.float32, "no bias")
+    assert_close_to(out, want, torch.float32, f"{name} without bias, {layout}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
