@@ -40,9 +40,7 @@ at::Tensor position_rows_of_contiguous(const at::Tensor& t, const Chunk& c,
   if (is_one_whole_sample(c) && t.scalar_type() == dtype) {
     // One sample's (C_in/G, positions) planes are already its rows,
     // transposed: the GEMM reads them as they are.
-    return input_part(t, c)
-        .view({g.groups, g.in_channels_per_group, g.in_numel()})
-        .transpose(1, 2);
+    return group_major(t, c, dtype).transpose(1, 2);
   }
   auto rows = at::empty({g.groups, n, g.in_numel(), g.in_channels_per_group},
                         t.options().dtype(dtype));
