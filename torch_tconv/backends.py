@@ -42,10 +42,14 @@
     cpu_isa                     which compiled variant of the CPU kernels runs:
                                 "auto" (the one the environment variable
                                 TORCH_TCONV_CPU_ISA names, else "avx2" where
-                                the processor has it; "avx512" measured
-                                slower), "base", "avx2" (AVX2 and FMA) or
-                                "avx512" (AVX-512 F/BW/VL/DQ); all give the
-                                same bits, only their speed differs
+                                the processor has it, "avx512" having
+                                measured slower, but with AVX-512's
+                                register-blocked tiles where it has those),
+                                "base", "avx2" (AVX2 and FMA) or "avx512"
+                                (AVX-512 F/BW/VL/DQ); all give the same bits,
+                                only their speed differs, except the
+                                register-blocked tiles, whose multiply-adds
+                                are fused where the variant has FMA
 
 The settings are process-wide. Each op takes one snapshot of all of them
 when it starts, so a call in flight keeps its settings when another thread
