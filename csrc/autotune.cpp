@@ -51,7 +51,7 @@ std::vector<AutotuneChoice> candidates(const Backend& backend, at::ScalarType dt
   if (!tensor_cores) {
     result.push_back({Algorithm::kPhase, TileVariant::kScalar});
     if (device.is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) &&
-        (config.tile_variant == TileVariant::kAuto || config.tile_variant == TileVariant::kBlocked)) {
+        blocked_tiles_allowed(config)) {
       result.push_back({Algorithm::kPhase, TileVariant::kBlocked});
     }
   } else if (config.tile_variant != TileVariant::kAuto) {

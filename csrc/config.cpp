@@ -4,6 +4,10 @@
 #include <mutex>
 
 namespace torch_tconv {
+
+bool blocked_tiles_allowed(const Config& config) {
+  return config.tile_variant == TileVariant::kAuto || config.tile_variant == TileVariant::kBlocked;
+}
 namespace {
 
 std::mutex g_mutex;

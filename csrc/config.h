@@ -50,6 +50,10 @@ enum class CpuIsa { kAuto = 0, kBase = 1, kAvx2 = 2, kAvx512 = 3 };
 // Default upper bound of one chunk's column workspace.
 constexpr int64_t kDefaultColumnBudgetBytes = int64_t(128) << 20;
 
+struct Config;
+// Whether the tile variant lets the CPU's register-blocked tiles run.
+bool blocked_tiles_allowed(const Config& config);
+
 struct Config {
   Algorithm algorithm = Algorithm::kAuto;
   // Upper bound on the column workspace of one chunk, over every backend's

@@ -19,9 +19,7 @@ Path choose_path(const Backend& backend, const Problem& problem, at::ScalarType 
   // Depthwise-like layers: with one input channel per group the GEMM's inner
   // dimension is 1, so the column buffer costs more than the arithmetic.
   if (g.in_channels_per_group == 1) return Path::kDirect;
-  const bool tiles_allowed =
-      config.tile_variant == TileVariant::kAuto || config.tile_variant == TileVariant::kBlocked;
-  if (problem.op == OpKind::kForward && tiles_allowed &&
+  if (problem.op == OpKind::kForward && blocked_tiles_allowed(config) &&
       backend.prefers_phase_forward != nullptr &&
       backend.prefers_phase_forward(g, dtype,
                                     problem.result_format != at::MemoryFormat::Contiguous)) {

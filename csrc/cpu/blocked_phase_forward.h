@@ -156,11 +156,9 @@ struct PhaseList {
 template <typename T>
 struct PackedWeight {
   at::Tensor storage;
-  const T* data = nullptr;
   std::vector<int64_t> phase_offset;  // per phase, within a group's part
   int64_t group_size = 0;             // elements per group
   int64_t panels = 0;
-  bool finite = true;  // every weight element is (see the top); else nothing is packed
 };
 
 // Whether none of the n values is infinite or NaN (x - x is 0 exactly for
@@ -181,9 +179,6 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
                             const PhaseList<index_t>& list) {
   constexpr int64_t NR = kTileCols<T>;
   PackedWeight<T> packed;
-  packed.finite = all_finite(w, int64_t(g.groups) * g.in_channels_per_group *
-                                    g.out_channels_per_group * g.taps());
-  if (!packed.finite) return packed;
   const int64_t cin = g.in_channels_per_group;
   const int64_t cout = g.out_channels_per_group;
   const int64_t kernel_taps = g.taps();
@@ -195,7 +190,6 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
   packed.storage = at::empty({packed.group_size * g.groups},
                              at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   T* data = packed.storage.template mutable_data_ptr<T>();
-  packed.data = data;
   // Per (group, input channel): its weight row (C_out/groups x taps) goes
   // to one row of kTileCols per (phase, panel, tap).
   at::parallel_for(0, int64_t(g.groups) * cin, 16, [&](int64_t begin, int64_t end) {
@@ -248,9 +242,10 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
              const KernelGeometry<index_t>& g) {
   constexpr int MR = kTileRows;
   constexpr int64_t NR = kTileCols<T>;
+  if (!all_finite(w, int64_t(g.in_channels()) * g.out_channels_per_group * g.taps())) return false;
   const PhaseList<index_t> list(g);
   const PackedWeight<T> packed = pack_weight(w, g, list);
-  if (!packed.finite) return false;
+  const T* packed_data = packed.storage.template const_data_ptr<T>();
 
   const int64_t phase_count = static_cast<int64_t>(list.phases.size());
   const int64_t cin = g.in_channels_per_group;
@@ -282,7 +277,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
     std::vector<const T*> a(tiles_per_task * list.max_taps * MR);
     std::vector<const T*> moved(a.size());
     std::vector<T> sums(direct ? ldc : tiles_per_task * MR * ldc);
-    std::vector<T*> out(tiles_per_task * MR);
+    std::vector<T*> out(tiles_per_task * MR);    // where each row's sums go
+    std::vector<T*> y_rows(tiles_per_task * MR);  // each row's output pixel
     std::vector<const T*> line_input(list.max_taps);
     std::vector<int64_t> line_first(list.max_taps);
     for (int64_t item = begin; item < end; ++item) {
@@ -335,8 +331,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
           }
         }
         const int64_t m = pr.m[kInner];
-        T* y_row = y_line + m * g.stride[kInner] * y_step;
-        out[r] = direct ? y_row : sums.data() + r * ldc;
+        y_rows[r] = y_line + m * g.stride[kInner] * y_step;
+        out[r] = direct ? y_rows[r] : sums.data() + r * ldc;
         for (int64_t t = 0; t < taps; ++t) {
           const int64_t i = line_first[t] + m;
           tile_a[t * MR] = line_input[t] != nullptr && i >= 0 && i < g.in_size[kInner]
@@ -346,7 +342,7 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
         next_row(phase, pr);
         new_line = pr.m[kInner] == 0;
       }
-      const T* weight = packed.data + group * packed.group_size + packed.phase_offset[p];
+      const T* weight = packed_data + group * packed.group_size + packed.phase_offset[p];
       const int64_t tap_stride = cin * NR;
       const int64_t channel_block = std::clamp<int64_t>(kDepthBlock / std::max<int64_t>(taps, 1), 1, cin);
       for (int64_t c0 = 0; c0 < cin && taps > 0; c0 += channel_block) {
@@ -367,26 +363,21 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
       if (direct && taps > 0) continue;
       // The sums into the output. A phase with no tap (a kernel smaller
       // than the stride) is the bias.
-      pr = phase_row(phase, index_t(row_begin));
-      for (int64_t r = 0; r < rows; ++r, next_row(phase, pr)) {
-        out[r] = y + pr.n * out_sample + int64_t(phase_output_position(g, phase, pr)) * y_step +
-                 group * cout * y_channel;
-      }
       const auto sums_of = [&](int64_t r) {
         return taps > 0 ? sums.data() + r * ldc : group_bias;
       };
       if (taps == 0 && bias == nullptr) {
         for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t oc = 0; oc < cout; ++oc) out[r][oc * y_channel] = T(0);
+          for (int64_t oc = 0; oc < cout; ++oc) y_rows[r][oc * y_channel] = T(0);
         }
       } else if (y_channel == 1) {
-        for (int64_t r = 0; r < rows; ++r) std::memcpy(out[r], sums_of(r), cout * sizeof(T));
+        for (int64_t r = 0; r < rows; ++r) std::memcpy(y_rows[r], sums_of(r), cout * sizeof(T));
       } else {
         // A channel at a time: the rows' outputs of one channel share a few
         // cache lines, while one row's channels lie a plane apart, in the
         // same L1 set where a plane is a multiple of 4 KiB.
         for (int64_t oc = 0; oc < cout; ++oc) {
-          for (int64_t r = 0; r < rows; ++r) out[r][oc * y_channel] = sums_of(r)[oc];
+          for (int64_t r = 0; r < rows; ++r) y_rows[r][oc * y_channel] = sums_of(r)[oc];
         }
       }
     }

@@ -12,9 +12,15 @@ namespace {
 
 // TORCH_TCONV_CPU_ISA's variant, or AVX2 where supported (see
 // resolve_cpu_isa).
-CpuIsa automatic_cpu_isa() {
+// The variable's value, or null where it is unset or empty.
+const char* cpu_isa_from_environment() {
   const char* requested = std::getenv("TORCH_TCONV_CPU_ISA");
-  if (requested == nullptr || *requested == '\0') {
+  return requested != nullptr && *requested != '\0' ? requested : nullptr;
+}
+
+CpuIsa automatic_cpu_isa() {
+  const char* requested = cpu_isa_from_environment();
+  if (requested == nullptr) {
     return cpu_isa_supported(CpuIsa::kAvx2) ? CpuIsa::kAvx2 : CpuIsa::kBase;
   }
   const std::string name(requested);
@@ -94,10 +100,7 @@ const Backend& avx2_with_avx512_tiles() {
 
 const Backend& cpu_backend_for(const Config& config) {
   const CpuIsa isa = resolve_cpu_isa(config.cpu_isa);
-  static const bool named_by_environment = [] {
-    const char* requested = std::getenv("TORCH_TCONV_CPU_ISA");
-    return requested != nullptr && *requested != '\0';
-  }();
+  static const bool named_by_environment = cpu_isa_from_environment() != nullptr;
   if (config.cpu_isa == CpuIsa::kAuto && !named_by_environment && isa == CpuIsa::kAvx2 &&
       cpu_isa_supported(CpuIsa::kAvx512)) {
     return avx2_with_avx512_tiles();

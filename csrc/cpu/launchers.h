@@ -464,8 +464,7 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   dispatch_launch(out.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
     using scalar_t = decltype(tag);
     if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-      if (config.tile_variant == TileVariant::kAuto ||
-          config.tile_variant == TileVariant::kBlocked) {
+      if (blocked_tiles_allowed(config)) {
         // The tiles read the input channels-last: a view where it is, else
         // a copy (N, in..., C_in).
         const at::Tensor x = input.movedim(1, -1).contiguous();
