@@ -1,8 +1,11 @@
 """The CPU's register-blocked tiles for the forward (tile_variant "blocked",
 cpu/blocked_phase_forward.h): one GEMM per output phase stored straight into
 the output, which algorithm "auto" runs for float32/float64 layers that are
-channels-last with 32 or more channels in and out, or have a stride of 4 or
-more and 16 or more channels.
+channels-last with 32 or more channels in and out, have a stride of 4 or
+more and 16 or more channels, or are contiguous with fewer than 32 input
+channels or output lines of at most 32 (and output channels that fill 60%
+of the tiles' panels). A contiguous output is stored from whole lines of
+every phase, through each task's channels-last sums.
 
 The layers here are large enough for what the small layer table
 (test_implicit_gemm.py runs the tiles over it too) does not reach: several
@@ -43,6 +46,10 @@ LAYERS = {
     # A vocoder-like 1-D layer: 8 phases of 2 taps.
     "1d_k16_s8": ((2, 33, 40), (33, 20, 16),
                   dict(stride=8, padding=4, output_padding=0, dilation=1, groups=1)),
+    # Output lines of 16800 positions, over the 1 MiB of sums of a task of
+    # whole lines: a contiguous output is stored from tasks of one phase.
+    "long_1d_lines": ((1, 17, 2100), (17, 20, 16),
+                      dict(stride=8, padding=4, output_padding=0, dilation=1, groups=1)),
     # Stride 1: one phase of 25 taps, 12 channels: depth blocks of 10 channels.
     "many_taps": ((2, 12, 7, 6), (12, 9, 5, 5),
                   dict(stride=1, padding=2, output_padding=0, dilation=1, groups=1)),
@@ -94,8 +101,8 @@ def test_without_bias(name, layout):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype):
     """The rule of algorithm "auto": the tiles for a channels-last layer of
-    32 or more channels in and out, GEMM + col2im for a contiguous one and
-    for few channels. Each path gives its own bits, which tell them apart."""
+    32 or more channels in and out, GEMM + col2im for few channels. Each
+    path gives its own bits, which tell them apart."""
     x, w, b, p = make("panels_blocks_rows", dtype, "channels_last")
 
     def run(**settings):
@@ -106,12 +113,6 @@ def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype)
     gemm = run(algorithm="gemm")
     assert not torch.equal(tiles, gemm), "the two paths should differ in some bits"
     assert torch.equal(run(), tiles)
-    # Contiguous: GEMM + col2im.
-    contiguous = x.contiguous()
-    with torch_tconv.backends.flags():
-        auto = forward(contiguous, w, b, p)
-    with torch_tconv.backends.flags(algorithm="gemm"):
-        assert torch.equal(auto, forward(contiguous, w, b, p))
     # Forcing the scalar tiles keeps "auto" off the tiles.
     assert torch.equal(run(tile_variant="scalar"), gemm)
     # Fewer than 32 output channels: GEMM + col2im (the stride is 2).
@@ -122,7 +123,7 @@ def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype)
         assert torch.equal(auto, forward(x, narrow, b[:31], p))
 
 
-@pytest.mark.parametrize("stride, channels, tiles", [(4, 16, True), (8, 21, True), (3, 40, False),
+@pytest.mark.parametrize("stride, channels, tiles", [(4, 16, True), (8, 21, True), (3, 140, False),
                                                      (4, 15, False)])
 def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, channels, tiles):
     g = torch.Generator().manual_seed(2)
@@ -137,6 +138,31 @@ def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, cha
     assert not torch.equal(results["phase"], results["gemm"]), "the paths should differ in some bits"
     assert torch.equal(results["auto"], results["phase" if tiles else "gemm"])
     assert_close_to(results["auto"], oracle(x, w, b, p), torch.float32, f"stride {stride}")
+
+
+@pytest.mark.parametrize("in_channels, out_channels, width, tiles", [
+    (21, 21, 20, True),    # fewer than 32 input channels (output lines of 40)
+    (70, 40, 11, True),    # output lines of 22, at most 128 input channels
+    (70, 40, 20, False),   # output lines of 40
+    (140, 40, 11, False),  # more than 128 input channels
+    (20, 8, 11, False),    # 8 output channels: at most half a panel
+])
+def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, width, tiles):
+    """Contiguous layers of small strides take the tiles where GEMM + col2im
+    is weakest: few input channels, or short output lines."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, in_channels, 5, width, generator=g)
+    w = torch.randn(in_channels, out_channels, 4, 4, generator=g)
+    b = torch.randn(out_channels, generator=g)
+    p = dict(stride=2, padding=1, output_padding=0, dilation=1, groups=1)
+    results = {}
+    for algorithm in ("auto", "phase", "gemm"):
+        with torch_tconv.backends.flags(algorithm=algorithm, tile_variant="blocked"):
+            results[algorithm] = forward(x, w, b, p)
+    assert results["auto"].shape[-1] == 2 * width
+    assert not torch.equal(results["phase"], results["gemm"]), "the paths should differ in some bits"
+    assert torch.equal(results["auto"], results["phase" if tiles else "gemm"])
+    assert_close_to(results["auto"], oracle(x, w, b, p), torch.float32, f"{in_channels} channels")
 
 
 def test_auto_gradients_stay_on_gemm():

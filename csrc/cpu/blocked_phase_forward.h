@@ -59,6 +59,10 @@ constexpr int64_t kDepthBlock = 256;
 // Output rows per parallel task: its tiles all pass over a depth block's
 // panel before the next, and its inputs and outputs stay in L2.
 constexpr int64_t kRowsPerTask = 96;
+// Most sums of a task of whole output lines (a contiguous output's tasks),
+// in bytes: the task's output stays in L2 until its final store. Longer
+// lines run in tasks of single phases.
+constexpr int64_t kLineTaskBytes = 1024 * 1024;
 
 template <typename T>
 struct Vec {
@@ -226,17 +230,51 @@ void next_row(const Phase<index_t>& phase, PhaseRow<index_t>& r) {
   ++r.n;
 }
 
+// Output lines: every coordinate but the innermost, numbered (n, outer
+// coordinates) row-major. Per phase, the output line of each of its own
+// lines (n, m outer...), increasing: the phase's lines that land in a range
+// of output lines are a range of its lines, and so a range of its rows.
+template <typename index_t>
+std::vector<std::vector<int64_t>> output_line_of_phase_lines(const KernelGeometry<index_t>& g,
+                                                             const PhaseList<index_t>& list) {
+  std::vector<std::vector<int64_t>> lines;
+  for (const auto& phase : list.phases) {
+    std::vector<int64_t> of_line;
+    for (int64_t n = 0; n < g.batch; ++n) {
+      for (int64_t m0 = 0; m0 < phase.out_count[0]; ++m0) {
+        for (int64_t m1 = 0; m1 < phase.out_count[1]; ++m1) {
+          const int64_t o0 = phase.residue[0] + int64_t(g.stride[0]) * m0;
+          const int64_t o1 = phase.residue[1] + int64_t(g.stride[1]) * m1;
+          of_line.push_back((n * g.out_size[0] + o0) * g.out_size[1] + o1);
+        }
+      }
+    }
+    lines.push_back(std::move(of_line));
+  }
+  return lines;
+}
+
 // The forward into `y` through the blocked tiles, from `x` channels-last
 // (N, in..., C_in). y_channel and y_step are the output's channel and
 // position strides (contiguous or channels-last, see ActivationLayout).
 // Returns false, with nothing written, where the weight is not finite.
 //
-// Blocking, as in BLIS: a task takes kRowsPerTask rows of one (group,
-// phase); its depth runs in blocks of about kDepthBlock (taps x a range of
-// input channels), whose packed weight per panel (kDepthBlock x kTileCols)
-// stays in L1 while every tile of the task passes over it; the task's
-// inputs and sums stay in L2 between blocks. Inputs are read where they
-// lie, unpacked: a pixel's channels are contiguous.
+// Blocking, as in BLIS: a task's rows of one (group, phase) run in blocks
+// of kRowsPerTask; their depth runs in blocks of about kDepthBlock (taps x
+// a range of input channels), whose packed weight per panel (kDepthBlock x
+// kTileCols) stays in L1 while every tile of the block passes over it; the
+// block's inputs and sums stay in L2 between depth blocks. Inputs are read
+// where they lie, unpacked: a pixel's channels are contiguous.
+//
+// Tasks: with a channels-last output, kRowsPerTask rows of one (group,
+// phase), their sums stored as whole pixels (straight from the tiles where
+// the output channels fill whole panels). With a contiguous output whose
+// lines fit kLineTaskBytes, a range of whole output lines of one group,
+// every phase of them: their sums gather channels-last in the task's
+// buffer, then go out a channel at a time as whole runs of the output's
+// lines. Tasks of single phases would store each channel's values `stride`
+// apart, and each cache line of the output would be written in parts by
+// several tasks.
 template <typename T, typename index_t>
 bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int64_t y_step,
              const KernelGeometry<index_t>& g) {
@@ -252,12 +290,23 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
   const int64_t cout = g.out_channels_per_group;
   const int64_t in_sample = int64_t(g.in_numel()) * g.in_channels();
   const int64_t x_step = g.in_channels();  // between input pixels
-  const int64_t out_sample = int64_t(g.out_channels()) * g.out_numel();
-  const int64_t ldc = packed.panels * NR;  // the tasks' sums: rows of every panel
-  // Channels-last outputs of whole panels take the tiles' stores directly;
-  // others (a contiguous output, a partial last panel) go through the
-  // task's sums.
+  const int64_t out_numel = g.out_numel();
+  const int64_t out_sample = int64_t(g.out_channels()) * out_numel;
+  const int64_t ldc = packed.panels * NR;  // sums: rows of every panel
+  constexpr int kInner = kMaxSpatialDims - 1;
+  const int64_t line_length = g.out_size[kInner];
+  // Channels-last outputs of whole panels take the tiles' stores directly.
   const bool direct = y_channel == 1 && cout % NR == 0;
+  // Line tasks: whole outer strides of lines, so that every phase has as
+  // many lines in each task, and about kRowsPerTask rows of each phase.
+  const int64_t line_bytes = g.out_size[kInner] * ldc * int64_t(sizeof(T));
+  const int64_t outer_stride = g.stride[kInner - 1];
+  const int64_t rows_per_phase_line =
+      std::max<int64_t>((g.out_size[kInner] + g.stride[kInner] - 1) / g.stride[kInner], 1);
+  const int64_t lines_per_task =
+      (kRowsPerTask + rows_per_phase_line - 1) / rows_per_phase_line * outer_stride;
+  const bool line_tasks =
+      y_step == 1 && y_channel != 1 && lines_per_task * line_bytes <= kLineTaskBytes;
   const std::vector<T> zeros(cin, T(0));
   // The bias per group, zero-padded to whole panels.
   std::vector<T> bias_rows;
@@ -267,29 +316,40 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
       std::copy(bias + group * cout, bias + (group + 1) * cout, bias_rows.begin() + group * ldc);
     }
   }
-  const int64_t row_blocks = (list.max_rows + kRowsPerTask - 1) / kRowsPerTask;
-  const int64_t tiles_per_task = (kRowsPerTask + MR - 1) / MR;
+  const std::vector<T> zero_sums(ldc, T(0));
+  const int64_t tiles_per_block = (kRowsPerTask + MR - 1) / MR;
 
+  const int64_t total_lines = int64_t(g.batch) * (out_numel / std::max<int64_t>(line_length, 1));
+  const int64_t lines_per_sample = out_numel / std::max<int64_t>(line_length, 1);
+  const std::vector<std::vector<int64_t>> phase_lines =
+      line_tasks ? output_line_of_phase_lines(g, list) : std::vector<std::vector<int64_t>>{};
+
+  const int64_t row_blocks = (list.max_rows + kRowsPerTask - 1) / kRowsPerTask;
+  const int64_t line_blocks = (total_lines + lines_per_task - 1) / lines_per_task;
   // Tasks (group, row block, phase), phases innermost: neighbouring tasks
-  // write neighbouring outputs.
-  const int64_t items = int64_t(g.groups) * row_blocks * phase_count;
+  // write neighbouring outputs; or (group, line block).
+  const int64_t items = line_tasks ? int64_t(g.groups) * line_blocks
+                                   : int64_t(g.groups) * row_blocks * phase_count;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<const T*> a(tiles_per_task * list.max_taps * MR);
+    std::vector<const T*> a(tiles_per_block * list.max_taps * MR);
     std::vector<const T*> moved(a.size());
-    std::vector<T> sums(direct ? ldc : tiles_per_task * MR * ldc);
-    std::vector<T*> out(tiles_per_task * MR);    // where each row's sums go
-    std::vector<T*> y_rows(tiles_per_task * MR);  // each row's output pixel
+    std::vector<T> sums(line_tasks ? lines_per_task * line_bytes / int64_t(sizeof(T))
+                        : direct   ? ldc
+                                   : tiles_per_block * MR * ldc);
+    std::vector<T> scratch(ldc);                    // the rows past a block's end
+    std::vector<T*> out(tiles_per_block * MR);      // where each row's sums go
+    std::vector<T*> y_rows(tiles_per_block * MR);   // each row's output pixel
     std::vector<const T*> line_input(list.max_taps);
     std::vector<int64_t> line_first(list.max_taps);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t p = item % phase_count;
-      const int64_t block = item / phase_count % row_blocks;
-      const int64_t group = item / phase_count / row_blocks;
+
+    // Rows [row_begin, row_end) of (group, phase p), at most kRowsPerTask,
+    // into sums_of(n, position), the row's sums for its output position
+    // (linear spatial index) in sample n; also records each row's output
+    // pixel in y_rows.
+    const auto run_block = [&](int64_t p, int64_t group, int64_t row_begin, int64_t row_end,
+                               const auto& sums_of) {
       const Phase<index_t>& phase = list.phases[p];
       const int64_t taps = phase.taps;
-      const int64_t row_begin = block * kRowsPerTask;
-      const int64_t row_end = std::min<int64_t>(row_begin + kRowsPerTask, phase.rows);
-      if (row_begin >= row_end) continue;
       const int64_t rows = row_end - row_begin;
       const T* group_bias = bias != nullptr ? bias_rows.data() + group * ldc : nullptr;
       // Each tile's pointers, once for every block and panel: a[(tile, tap,
@@ -297,14 +357,14 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
       // the last one's inputs, and store into a row nothing reads.
       const int64_t tiles = (rows + MR - 1) / MR;
       PhaseRow<index_t> pr = phase_row(phase, index_t(row_begin));
-      constexpr int kInner = kMaxSpatialDims - 1;
+      int64_t line_position = 0;
       T* y_line = nullptr;
       bool new_line = true;
       for (int64_t r = 0; r < tiles * MR; ++r) {
         const T** tile_a = a.data() + r / MR * taps * MR + r % MR;
         if (r >= rows) {
           for (int64_t t = 0; t < taps; ++t) tile_a[t * MR] = tile_a[t * MR - 1];
-          out[r] = direct ? sums.data() : sums.data() + r * ldc;
+          out[r] = scratch.data();
           continue;
         }
         if (new_line) {
@@ -314,8 +374,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
           // each row's pointers are then an add and a compare.
           PhaseRow<index_t> first = pr;
           first.m[kInner] = 0;
-          y_line = y + pr.n * out_sample + int64_t(phase_output_position(g, phase, first)) * y_step +
-                   group * cout * y_channel;
+          line_position = int64_t(phase_output_position(g, phase, first));
+          y_line = y + pr.n * out_sample + line_position * y_step + group * cout * y_channel;
           const T* sample = x + int64_t(pr.n) * in_sample + group * cin;
           for (int64_t t = 0; t < taps; ++t) {
             const PhaseTap<index_t>& tap = list.taps[p][t];
@@ -331,8 +391,9 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
           }
         }
         const int64_t m = pr.m[kInner];
-        y_rows[r] = y_line + m * g.stride[kInner] * y_step;
-        out[r] = direct ? y_rows[r] : sums.data() + r * ldc;
+        const int64_t step = m * g.stride[kInner];
+        y_rows[r] = y_line + step * y_step;
+        out[r] = sums_of(r, int64_t(pr.n), line_position + step);
         for (int64_t t = 0; t < taps; ++t) {
           const int64_t i = line_first[t] + m;
           tile_a[t * MR] = line_input[t] != nullptr && i >= 0 && i < g.in_size[kInner]
@@ -342,10 +403,16 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
         next_row(phase, pr);
         new_line = pr.m[kInner] == 0;
       }
+      if (taps == 0) {
+        // A phase with no tap (a kernel smaller than the stride): the bias.
+        const T* base = group_bias != nullptr ? group_bias : zero_sums.data();
+        for (int64_t r = 0; r < rows; ++r) std::memcpy(out[r], base, ldc * sizeof(T));
+        return;
+      }
       const T* weight = packed_data + group * packed.group_size + packed.phase_offset[p];
       const int64_t tap_stride = cin * NR;
-      const int64_t channel_block = std::clamp<int64_t>(kDepthBlock / std::max<int64_t>(taps, 1), 1, cin);
-      for (int64_t c0 = 0; c0 < cin && taps > 0; c0 += channel_block) {
+      const int64_t channel_block = std::clamp<int64_t>(kDepthBlock / taps, 1, cin);
+      for (int64_t c0 = 0; c0 < cin; c0 += channel_block) {
         const int64_t channels = std::min(channel_block, cin - c0);
         // The tiles' input pointers, moved to the block's first channel.
         for (int64_t k = 0; k < tiles * taps * MR; ++k) {
@@ -360,24 +427,73 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
           }
         }
       }
-      if (direct && taps > 0) continue;
-      // The sums into the output. A phase with no tap (a kernel smaller
-      // than the stride) is the bias.
-      const auto sums_of = [&](int64_t r) {
-        return taps > 0 ? sums.data() + r * ldc : group_bias;
-      };
-      if (taps == 0 && bias == nullptr) {
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t oc = 0; oc < cout; ++oc) y_rows[r][oc * y_channel] = T(0);
+    };
+
+    for (int64_t item = begin; item < end; ++item) {
+      if (line_tasks) {
+        const int64_t group = item / line_blocks;
+        const int64_t first_line = item % line_blocks * lines_per_task;
+        const int64_t last_line = std::min(first_line + lines_per_task, total_lines);
+        const int64_t first_position = first_line * line_length;
+        const auto sums_of = [&](int64_t, int64_t n, int64_t position) {
+          return sums.data() + (n * out_numel + position - first_position) * ldc;
+        };
+        for (int64_t p = 0; p < phase_count; ++p) {
+          const std::vector<int64_t>& lines = phase_lines[p];
+          const int64_t per_line = list.phases[p].out_count[kInner];
+          const int64_t row_begin =
+              (std::lower_bound(lines.begin(), lines.end(), first_line) - lines.begin()) * per_line;
+          const int64_t row_end =
+              (std::lower_bound(lines.begin(), lines.end(), last_line) - lines.begin()) * per_line;
+          for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowsPerTask) {
+            run_block(p, group, r0, std::min(r0 + kRowsPerTask, row_end), sums_of);
+          }
         }
-      } else if (y_channel == 1) {
-        for (int64_t r = 0; r < rows; ++r) std::memcpy(y_rows[r], sums_of(r), cout * sizeof(T));
+        // The lines' sums into the output, per line in blocks of kStoreBlock
+        // channels x positions: each channel's positions of a block are one
+        // run of the output, written whole before the next channel's (the
+        // channels' runs lie a plane apart, in the same L1 set where a plane
+        // is a multiple of 4 KiB), read from the block's sums in L1.
+        constexpr int64_t kStoreBlock = 16;
+        for (int64_t line = first_line; line < last_line; ++line) {
+          const int64_t n = line / lines_per_sample;
+          T* dst = y + n * out_sample + group * cout * y_channel +
+                   (line - n * lines_per_sample) * line_length;
+          const T* src = sums.data() + (line - first_line) * line_length * ldc;
+          for (int64_t c0 = 0; c0 < cout; c0 += kStoreBlock) {
+            const int64_t c1 = std::min(c0 + kStoreBlock, cout);
+            for (int64_t o0 = 0; o0 < line_length; o0 += kStoreBlock) {
+              const int64_t o1 = std::min(o0 + kStoreBlock, line_length);
+              for (int64_t c = c0; c < c1; ++c) {
+                for (int64_t o = o0; o < o1; ++o) dst[c * y_channel + o] = src[o * ldc + c];
+              }
+            }
+          }
+        }
+        continue;
+      }
+      const int64_t p = item % phase_count;
+      const int64_t block = item / phase_count % row_blocks;
+      const int64_t group = item / phase_count / row_blocks;
+      const int64_t row_begin = block * kRowsPerTask;
+      const int64_t row_end = std::min<int64_t>(row_begin + kRowsPerTask, list.phases[p].rows);
+      if (row_begin >= row_end) continue;
+      run_block(p, group, row_begin, row_end, [&](int64_t r, int64_t, int64_t) {
+        return direct ? y_rows[r] : sums.data() + r * ldc;
+      });
+      if (direct) continue;
+      const int64_t rows = row_end - row_begin;
+      if (y_channel == 1) {
+        for (int64_t r = 0; r < rows; ++r) {
+          std::memcpy(y_rows[r], sums.data() + r * ldc, cout * sizeof(T));
+        }
       } else {
-        // A channel at a time: the rows' outputs of one channel share a few
-        // cache lines, while one row's channels lie a plane apart, in the
-        // same L1 set where a plane is a multiple of 4 KiB.
+        // A contiguous output of lines too long for line tasks, a channel
+        // at a time: the rows' outputs of one channel share a few cache
+        // lines, while one row's channels lie a plane apart, in the same
+        // L1 set where a plane is a multiple of 4 KiB.
         for (int64_t oc = 0; oc < cout; ++oc) {
-          for (int64_t r = 0; r < rows; ++r) y_rows[r][oc * y_channel] = sums_of(r)[oc];
+          for (int64_t r = 0; r < rows; ++r) y_rows[r][oc * y_channel] = sums[r * ldc + oc];
         }
       }
     }
