@@ -293,7 +293,8 @@ def test_the_cpu_forward_of_few_positions_takes_bigger_chunks():
     per position) then runs 4 samples of 256 positions per GEMM, not 1; a
     layer of 1024 positions per sample keeps one sample per chunk; and a
     budget the user sets still bounds the forward. (GEMM + col2im asked
-    for: "auto" runs these few-channel layers on the register-blocked tiles.)"""
+    for: "auto" runs the first layer, of short output lines, on the
+    register-blocked tiles.)"""
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

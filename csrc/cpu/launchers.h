@@ -491,13 +491,13 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 // - strides of 4 or more, whose many phases each take few taps while
 //   col2im adds overlapping windows: the k16 s8 vocoder 530 against 905,
 //   FCN k16 s8 2.1 against 2.2;
-// - contiguous layers where GEMM + col2im is weakest: an inner dimension
-//   (input channels) under 32, FCN k4 s2 with 21 channels 0.47 against
-//   0.88; output lines of 32 or fewer with at most 128 input channels, DCGAN
-//   128->64 15.0 against 18.6;
+// - contiguous layers of short output lines (32 or fewer), where col2im
+//   adds a few values per tap and row, with at most 128 input channels:
+//   DCGAN 128->64 16.0 against 19.4;
 // - but not other contiguous layers, which the tiles copy channels-last
 //   and store through a transposition (decoder 10.3 against 8.8, U-Net
-//   256->128 51 against 47, DCGAN 512->256 20 against 16), nor output
+//   256->128 51 against 47, DCGAN 512->256 20 against 16, DCGAN 256->128
+//   13.7 against 13.5, FCN k4 s2 with 21 channels 0.57 against 0.50), nor output
 //   channels that fill less than 60% of the tiles' panels (grouped 128->128
 //   in 8 groups, 16 of 32 columns: 22 against 18; 3 channels: 5x slower);
 // - nor the baseline variant, without FMA and with 4-wide vectors.
@@ -512,7 +512,7 @@ bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool cha
   const int64_t panel = dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
   const int64_t panels = (cout + panel - 1) / panel;
   if (10 * cout < 6 * panels * panel) return false;
-  return cin < 32 || (g.out_size[kMaxSpatialDims - 1] <= 32 && cin <= 128);
+  return g.out_size[kMaxSpatialDims - 1] <= 32 && cin <= 128;
 }
 
 void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
