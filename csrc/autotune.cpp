@@ -28,7 +28,8 @@ std::vector<int64_t> key_of(OpKind op, const Problem& problem, at::ScalarType dt
                            config.cpu_row_kernels,
                            static_cast<int64_t>(config.cpu_reduced_precision_gemm),
                            static_cast<int64_t>(config.tile_variant),
-                           static_cast<int64_t>(config.cpu_isa)};
+                           static_cast<int64_t>(config.cpu_isa),
+                           static_cast<int64_t>(config.cpu_gemm)};
   for (int j = 0; j < kMaxSpatialDims; ++j) {
     for (int64_t v : {g.in_size[j], g.out_size[j], g.kernel[j], g.stride[j], g.padding[j],
                       g.dilation[j]}) {

@@ -17,6 +17,7 @@ std::atomic<bool> g_bfloat16_gemm_fast{false};
 std::atomic<bool> g_float16_gemm_fast{false};
 thread_local int64_t t_last_workspace_bytes = 0;
 thread_local bool t_last_columns_position_major = false;
+thread_local bool t_last_gemm_blocked = false;
 
 }  // namespace
 
@@ -47,9 +48,14 @@ bool last_columns_position_major() {
   return t_last_columns_position_major;
 }
 
-void record_column_workspace(int64_t bytes, bool position_major) {
+bool last_gemm_blocked() {
+  return t_last_gemm_blocked;
+}
+
+void record_column_workspace(int64_t bytes, bool position_major, bool blocked_gemm) {
   t_last_workspace_bytes = bytes;
   t_last_columns_position_major = position_major;
+  t_last_gemm_blocked = blocked_gemm;
 }
 
 }  // namespace torch_tconv

@@ -41,6 +41,13 @@ enum class TileVariant {
 // that dtype (see MachineFacts), kAlways and kNever force it.
 enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
 
+// Which GEMM the GEMM path's float32/float64 products run on the CPU:
+// ATen's (MKL or oneDNN), or the register-blocked tiles
+// (cpu/blocked_gemm.h). kAuto takes the tiles where the processor is AMD's
+// with AVX-512, on which MKL runs its AVX2 kernels (see
+// Backend::prefers_blocked_gemm).
+enum class CpuGemm { kAuto = 0, kAten = 1, kBlocked = 2 };
+
 // Which compiled variant of the CPU launchers runs (cpu/cpu_isa.h): kAuto
 // the one the environment variable TORCH_TCONV_CPU_ISA names, else AVX2
 // where the processor has it; the others force a variant, which must be
@@ -72,6 +79,7 @@ struct Config {
   // fastest (autotune.h), where the algorithm is kAuto.
   bool benchmark = false;
   CpuIsa cpu_isa = CpuIsa::kAuto;
+  CpuGemm cpu_gemm = CpuGemm::kAuto;
 };
 
 // A copy of the current configuration, taken atomically with respect to
@@ -82,17 +90,19 @@ void set_config(const Config& config);
 // Facts about the machine that kAuto decides by, set once when torch_tconv
 // is imported (from torch's CPU capability report); until then false.
 struct MachineFacts {
-  bool bfloat16_gemm_fast = false;  // AMX with bfloat16
+  bool bfloat16_gemm_fast = false;  // AMX or AVX512-BF16
   bool float16_gemm_fast = false;   // AMX with float16
 };
 MachineFacts machine_facts();
 void set_machine_facts(const MachineFacts& facts);
 
 // Bytes of the column workspace that this thread's last GEMM-path call
-// allocated, and whether its columns were position-major (for tests of the
-// budget and of the channels-last passes).
+// allocated, whether its columns were position-major, and whether its GEMMs
+// were the blocked tiles' (for tests of the budget, of the channels-last
+// passes and of Config::cpu_gemm).
 int64_t last_column_workspace_bytes();
 bool last_columns_position_major();
-void record_column_workspace(int64_t bytes, bool position_major);
+bool last_gemm_blocked();
+void record_column_workspace(int64_t bytes, bool position_major, bool blocked_gemm);
 
 }  // namespace torch_tconv

@@ -2,6 +2,26 @@
 
 namespace torch_tconv {
 
+bool runs_blocked(const Plan& plan, const at::Tensor& a, const at::Tensor& b) {
+  return plan.gemm != nullptr &&
+         (plan.gemm_suits == nullptr || plan.gemm_suits(a.size(1), b.size(2), a.size(2)));
+}
+
+void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
+  if (runs_blocked(plan, a, b)) {
+    plan.gemm(a, b, out, /*accumulate=*/false);
+  } else {
+    at::bmm_out(out, a, b);
+  }
+}
+
+at::Tensor bmm(const Plan& plan, const at::Tensor& a, const at::Tensor& b) {
+  if (!runs_blocked(plan, a, b)) return at::bmm(a, b);
+  at::Tensor out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
+  plan.gemm(a, b, out, /*accumulate=*/false);
+  return out;
+}
+
 at::Tensor input_part(const at::Tensor& t, const Chunk& c) {
   const int64_t n = c.g.batch;
   return t.narrow(0, c.n0, n)
@@ -88,9 +108,9 @@ void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& pla
     // One group: the chunk's rows of grad_input are the GEMM's output as
     // they are, written in place.
     if (dx.is_contiguous() && same_dtype) {
-      at::bmm_out(dx, cols, w_op);
+      bmm_into(plan, dx, cols, w_op);
     } else {
-      dx.copy_(at::bmm(cols, w_op));
+      dx.copy_(bmm(plan, cols, w_op));
     }
     return;
   }
@@ -98,10 +118,10 @@ void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& pla
     // The GEMM writes the sample in place, with no copy (a kernel launch less
     // on the GPU).
     at::Tensor dx = input_part(grad_input, c).view({g.groups, g.in_channels_per_group, positions});
-    at::bmm_out(dx, w_op, cols);
+    bmm_into(plan, dx, w_op, cols);
     return;
   }
-  const at::Tensor dx = at::bmm(w_op, cols);
+  const at::Tensor dx = bmm(plan, w_op, cols);
   // (G, C_in/G, n * positions), back to (n, C_in, positions) order.
   input_part(grad_input, c)
       .view({n, g.groups, g.in_channels_per_group, positions})
@@ -122,13 +142,13 @@ void forward_columns(const at::Tensor& w_op, const at::Tensor& x, const Chunk& c
                      const Plan& plan, at::Tensor cols) {
   if (plan.position_major()) {
     const bool channels_last = plan.activation_format != at::MemoryFormat::Contiguous;
-    at::bmm_out(cols,
-                channels_last ? position_rows(x, c).to(cols.scalar_type())
-                              : position_rows_of_contiguous(x, c, cols.scalar_type()),
-                w_op);
+    bmm_into(plan, cols,
+             channels_last ? position_rows(x, c).to(cols.scalar_type())
+                           : position_rows_of_contiguous(x, c, cols.scalar_type()),
+             w_op);
     return;
   }
-  at::bmm_out(cols, w_op, group_major(x, c, cols.scalar_type()));
+  bmm_into(plan, cols, w_op, group_major(x, c, cols.scalar_type()));
 }
 
 }  // namespace torch_tconv

@@ -1,6 +1,7 @@
 // The GEMMs of the transposed convolution and the layouts of their
 // operands: ATen's at::bmm, batched over groups (MKL/oneDNN on the CPU,
-// cuBLAS on the GPU). Each function states its GEMM's layout.
+// cuBLAS on the GPU), or on the CPU the register-blocked tiles where
+// Plan::gemm names them (cpu/blocked_gemm.h). Each function states its GEMM's layout.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,6 +10,13 @@
 #include "plan.h"
 
 namespace torch_tconv {
+
+// out (G, M, N) = a (G, M, K) · b (G, K, N): ATen's bmm, or the plan's own
+// GEMM (Plan::gemm); bmm of the same, into a new tensor.
+void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::Tensor& b);
+at::Tensor bmm(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
+// Whether the plan's GEMM runs a · b.
+bool runs_blocked(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
 
 // The chunk's part of an (N, C, in...) tensor, as (n, C, positions).
 at::Tensor input_part(const at::Tensor& t, const Chunk& c);
@@ -85,7 +93,8 @@ void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& pla
 class WeightGradSum {
  public:
   WeightGradSum(const Geometry& g, const at::Tensor& x, const Plan& plan)
-      : g_(g), x_(x), col_dtype_(plan.column_dtype), position_major_(plan.position_major()) {
+      : g_(g), x_(x), plan_(plan), col_dtype_(plan.column_dtype),
+        position_major_(plan.position_major()) {
     const ChunkPlan& chunks = plan.chunks;
     if (chunks.windows || chunks.lanes > 1 || chunks.samples_per_chunk < g.batch) {
       sums_ = at::zeros(
@@ -100,11 +109,13 @@ class WeightGradSum {
                                 : group_major(x_, c, col_dtype_);
     const at::Tensor cols_op = position_major_ ? cols : cols.transpose(1, 2);
     if (!sums_.defined()) {
-      only_chunk_ = at::bmm(x_op, cols_op);
+      only_chunk_ = bmm(plan_, x_op, cols_op);
       return;
     }
     at::Tensor sum = sums_.select(0, lane);
-    if (col_dtype_ == sum.scalar_type()) {
+    if (runs_blocked(plan_, x_op, cols_op)) {
+      plan_.gemm(x_op, cols_op, sum, /*accumulate=*/true);
+    } else if (col_dtype_ == sum.scalar_type()) {
       sum.baddbmm_(x_op, cols_op);
     } else {
       sum.add_(at::bmm(x_op, cols_op));
@@ -129,6 +140,7 @@ class WeightGradSum {
  private:
   Geometry g_;
   at::Tensor x_;
+  const Plan& plan_;  // outlives the sum: the op's
   at::ScalarType col_dtype_;
   bool position_major_;
   at::Tensor sums_;        // (lanes, G, C_in/G, C_out/G * taps), or undefined

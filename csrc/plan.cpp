@@ -100,6 +100,25 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, OpKind op,
   return plan;
 }
 
+// Which of the GEMM path's products run through the backend's own GEMM
+// (Config::cpu_gemm): sets plan.gemm, and plan.gemm_suits for "auto".
+void choose_gemm(const Backend& backend, const Config& config, Plan& plan) {
+  if (backend.blocked_gemm == nullptr) return;
+  if (plan.column_dtype != at::kFloat && plan.column_dtype != at::kDouble) return;
+  switch (config.cpu_gemm) {
+    case CpuGemm::kBlocked:
+      plan.gemm = backend.blocked_gemm;
+      return;
+    case CpuGemm::kAten:
+      return;
+    case CpuGemm::kAuto:
+      if (backend.prefers_blocked_gemm == nullptr) return;
+      plan.gemm = backend.blocked_gemm;
+      plan.gemm_suits = backend.prefers_blocked_gemm;
+      return;
+  }
+}
+
 }  // namespace
 
 Plan make_plan(const Backend& backend, const Problem& problem, const Config& config,
@@ -114,6 +133,7 @@ Plan make_plan(const Backend& backend, const Problem& problem, const Config& con
         plan.activation_format != at::MemoryFormat::Contiguous ||
         (problem.op == OpKind::kForward && backend.col2im_position_major_rows != nullptr &&
          !plan.chunks.windows && short_rows_many_channels(problem.geometry));
+    choose_gemm(backend, config, plan);
   }
   return plan;
 }

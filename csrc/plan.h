@@ -59,6 +59,12 @@ struct Plan {
   // rows (see plan.cpp), whose col2im then adds whole runs of channels
   // instead of a few values per row.
   bool position_major_columns;
+  // The GEMM path's products: the backend's own GEMM (Backend::blocked_gemm)
+  // for the shapes gemm_suits takes (null: every shape), or, where gemm is
+  // null, ATen's bmm.
+  void (*gemm)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
+               bool accumulate) = nullptr;
+  bool (*gemm_suits)(int64_t m, int64_t n, int64_t k) = nullptr;
 
   bool position_major() const {
     return position_major_columns;
@@ -156,7 +162,7 @@ void for_each_chunk(const Plan& plan, const Geometry& g, const at::TensorOptions
   const ChunkPlan& chunks = plan.chunks;
   const auto dtype = plan.column_dtype;
   record_column_workspace(chunks.lanes * chunks.buffer_elements * c10::elementSize(dtype),
-                          plan.position_major());
+                          plan.position_major(), plan.gemm != nullptr);
   auto run = [&](const Chunk& c, const at::Tensor& workspace, int64_t lane) {
     const int64_t depth = c.g.out_channels_per_group * c.g.taps();
     const at::Tensor cols = workspace.narrow(0, 0, c.g.col_numel());

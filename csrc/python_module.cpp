@@ -24,6 +24,8 @@ constexpr EnumNames<ReducedPrecisionGemm, 3> kReducedPrecisionGemmNames = {
     {"auto", ReducedPrecisionGemm::kAuto},
     {"always", ReducedPrecisionGemm::kAlways},
     {"never", ReducedPrecisionGemm::kNever}};
+constexpr EnumNames<CpuGemm, 3> kCpuGemmNames = {
+    {"auto", CpuGemm::kAuto}, {"aten", CpuGemm::kAten}, {"blocked", CpuGemm::kBlocked}};
 constexpr EnumNames<TileVariant, 7> kTileVariantNames = {
     {"auto", TileVariant::kAuto},           {"scalar", TileVariant::kScalar},
     {"mma128x64", TileVariant::kMma128x64}, {"mma64x64", TileVariant::kMma64x64},
@@ -124,13 +126,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["tile_variant"] = tt::name_of(tt::kTileVariantNames, c.tile_variant);
     d["benchmark"] = c.benchmark;
     d["cpu_isa"] = tt::name_of(tt::kCpuIsaNames, c.cpu_isa);
+    d["cpu_gemm"] = tt::name_of(tt::kCpuGemmNames, c.cpu_gemm);
     return d;
   });
   m.def(
       "set_config",
       [](const std::string& algorithm, int64_t column_budget_bytes, bool int32_indices,
          bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm,
-         const std::string& tile_variant, bool benchmark, const std::string& cpu_isa) {
+         const std::string& tile_variant, bool benchmark, const std::string& cpu_isa,
+         const std::string& cpu_gemm) {
         TORCH_CHECK_VALUE(column_budget_bytes > 0,
                           "column_budget_bytes must be positive, got ", column_budget_bytes);
         tt::Config c;
@@ -145,11 +149,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         c.benchmark = benchmark;
         c.cpu_isa = tt::value_named(tt::kCpuIsaNames, cpu_isa, "cpu_isa");
         tt::check_cpu_isa_supported(c.cpu_isa, "cpu_isa '" + cpu_isa + "'");
+        c.cpu_gemm = tt::value_named(tt::kCpuGemmNames, cpu_gemm, "cpu_gemm");
         tt::set_config(c);
       },
       py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),
       py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"), py::arg("tile_variant"),
-      py::arg("benchmark"), py::arg("cpu_isa"),
+      py::arg("benchmark"), py::arg("cpu_isa"), py::arg("cpu_gemm"),
       "Replaces the whole configuration (see torch_tconv.backends).");
   m.def("supported_cpu_isas", &tt::supported_cpu_isa_names,
         "The compiled CPU launcher variants this processor runs, narrowest first.");
@@ -187,4 +192,45 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("last_columns_position_major", &tt::last_columns_position_major,
         "Whether this thread's last GEMM-path call ran on channels-last activations as they "
         "are, over position-major columns.");
+  m.def("last_gemm_blocked", &tt::last_gemm_blocked,
+        "Whether this thread's last GEMM-path call ran its GEMMs through the register-blocked "
+        "tiles (cpu_gemm) rather than ATen's bmm.");
+  m.def(
+      "blocked_gemm",
+      [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool accumulate) {
+        TORCH_CHECK_VALUE(a.dim() == 3 && b.dim() == 3 && out.dim() == 3 &&
+                              a.size(0) == b.size(0) && out.size(0) == a.size(0) &&
+                              a.size(2) == b.size(1) && out.size(1) == a.size(1) &&
+                              out.size(2) == b.size(2),
+                          "blocked_gemm: a (G, M, K), b (G, K, N) and out (G, M, N) expected, got ",
+                          a.sizes(), ", ", b.sizes(), " and ", out.sizes());
+        TORCH_CHECK_VALUE(a.device().is_cpu() && a.scalar_type() == b.scalar_type() &&
+                              a.scalar_type() == out.scalar_type() &&
+                              (a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble),
+                          "blocked_gemm: float32 or float64 CPU tensors of one dtype expected");
+        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
+        TORCH_CHECK(backend.blocked_gemm != nullptr, "blocked_gemm: this CPU variant has none");
+        backend.blocked_gemm(a, b, out, accumulate);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("accumulate"),
+      "out = [out +] a @ b (batched) through the CPU's register-blocked tiles, in the current "
+      "cpu_isa's variant (for tests and benchmarks).");
+  m.def(
+      "cpu_tiles_outrun_blas",
+      []() {
+        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
+        return backend.prefers_blocked_gemm != nullptr &&
+               backend.prefers_blocked_gemm(int64_t(1) << 20, int64_t(1) << 20, int64_t(1) << 20);
+      },
+      "Whether the current cpu_isa's register-blocked tiles outrun torch's BLAS on this "
+      "processor (AVX-512 tiles on an AMD processor), which changes what 'auto' takes.");
+  m.def(
+      "blocked_gemm_preferred",
+      [](int64_t m, int64_t n, int64_t k) {
+        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
+        return backend.prefers_blocked_gemm != nullptr && backend.prefers_blocked_gemm(m, n, k);
+      },
+      py::arg("m"), py::arg("n"), py::arg("k"),
+      "Whether cpu_gemm 'auto' runs a float32/float64 product of these sizes through the CPU's "
+      "blocked tiles on this processor, with the current cpu_isa.");
 }

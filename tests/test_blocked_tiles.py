@@ -123,9 +123,19 @@ def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype)
         assert torch.equal(auto, forward(x, narrow, b[:31], p))
 
 
-@pytest.mark.parametrize("stride, channels, tiles", [(4, 16, True), (8, 21, True), (3, 140, False),
-                                                     (4, 15, False)])
-def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, channels, tiles):
+# Whether the AVX-512 tiles outrun torch's BLAS here (an AMD processor with
+# AVX-512), where "auto" takes the tiles for more contiguous layers.
+TILES_OUTRUN_BLAS = torch_tconv._C.cpu_tiles_outrun_blas()
+
+
+# tiles: the rule elsewhere; fast_tiles: where the tiles outrun the BLAS.
+@pytest.mark.parametrize("stride, channels, tiles, fast_tiles", [
+    (4, 16, True, True), (8, 21, True, True),
+    (3, 140, False, True),  # output lines of 16, overlapping taps
+    (4, 15, False, False)])
+def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, channels, tiles,
+                                                                    fast_tiles):
+    tiles = fast_tiles if TILES_OUTRUN_BLAS else tiles
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, channels, 6, 5, generator=g)
     w = torch.randn(channels, channels, 2 * stride, 2 * stride, generator=g)
@@ -140,17 +150,22 @@ def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, cha
     assert_close_to(results["auto"], oracle(x, w, b, p), torch.float32, f"stride {stride}")
 
 
-@pytest.mark.parametrize("in_channels, out_channels, width, tiles", [
-    (70, 40, 11, True),    # output lines of 22, at most 128 input channels
-    (21, 21, 11, True),    # few channels, short lines
-    (21, 21, 20, False),   # few channels, output lines of 40
-    (70, 40, 20, False),   # output lines of 40
-    (140, 40, 11, False),  # more than 128 input channels
-    (20, 8, 11, False),    # 8 output channels: at most half a panel
+# tiles: the rule elsewhere; fast_tiles: where the tiles outrun the BLAS
+# (output lines up to 64, any channel count).
+@pytest.mark.parametrize("in_channels, out_channels, width, tiles, fast_tiles", [
+    (70, 40, 11, True, True),     # output lines of 22, at most 128 input channels
+    (21, 21, 11, True, True),     # few channels, short lines
+    (21, 21, 20, False, True),    # few channels, output lines of 40
+    (70, 40, 20, False, True),    # output lines of 40
+    (140, 40, 11, False, True),   # more than 128 input channels
+    (70, 40, 40, False, False),   # output lines of 80
+    (20, 8, 11, False, False),    # 8 output channels: at most half a panel
 ])
-def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, width, tiles):
+def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, width, tiles,
+                                                     fast_tiles):
     """Contiguous layers of small strides take the tiles where col2im is
     weakest: short output lines."""
+    tiles = fast_tiles if TILES_OUTRUN_BLAS else tiles
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, in_channels, 5, width, generator=g)
     w = torch.randn(in_channels, out_channels, 4, 4, generator=g)

@@ -36,8 +36,9 @@
                                 depend on a timing); nothing is timed while a
                                 CUDA graph is being captured
     cpu_reduced_precision_gemm  "auto": float16/bfloat16 GEMMs (and so column
-                                buffers) in their own dtype where the CPU has
-                                AMX for that dtype, else in float32;
+                                buffers) in their own dtype where oneDNN has
+                                fast kernels for that dtype (AMX; for bfloat16
+                                also AVX512-BF16), else in float32;
                                 "always" or "never" force one
     cpu_isa                     which compiled variant of the CPU kernels runs:
                                 "auto" (the one the environment variable
@@ -50,6 +51,14 @@
                                 only their speed differs, except the
                                 register-blocked tiles, whose multiply-adds
                                 are fused where the variant has FMA
+    cpu_gemm                    the GEMM of the GEMM path's float32/float64
+                                products on the CPU: "auto" (the register-
+                                blocked tiles on AMD processors with AVX-512,
+                                where MKL runs its AVX2 kernels; else ATen's),
+                                "aten" (MKL/oneDNN through at::bmm) or
+                                "blocked" (the tiles, with fused multiply-adds
+                                where the variant has FMA, and AVX-512's tiles
+                                where the processor has AVX-512)
 
 The settings are process-wide. Each op takes one snapshot of all of them
 when it starts, so a call in flight keeps its settings when another thread
@@ -71,7 +80,7 @@ import torch
 from . import _C
 
 _NAMES = ("algorithm", "column_budget_bytes", "int32_indices", "cpu_row_kernels",
-          "cpu_reduced_precision_gemm", "tile_variant", "benchmark", "cpu_isa")
+          "cpu_reduced_precision_gemm", "tile_variant", "benchmark", "cpu_isa", "cpu_gemm")
 
 
 def _set(**changes):
@@ -84,13 +93,18 @@ def _set(**changes):
 
 
 def _machine_facts():
-    """Whether this CPU has AMX for bfloat16 and for float16, from torch's
-    CPU capability report (False where this torch has none)."""
+    """Whether this CPU's bfloat16 and float16 GEMMs outrun float32 ones,
+    from torch's CPU capability report (False where this torch has none):
+    oneDNN's bfloat16 GEMM with AMX, or with AVX512-BF16's dot products
+    (AMD Zen 5: torch.mm 610-700 GFLOP/s against 106-180 in float32), and
+    its float16 GEMM with AMX-FP16 only (AVX512-FP16 alone measured 1.07x
+    float32's time)."""
     report = getattr(torch._C._cpu, "_get_cpu_capability", None)
     capabilities = report() if report is not None else {}
     if not isinstance(capabilities, dict):
         capabilities = {}
-    return bool(capabilities.get("amx_bf16")), bool(capabilities.get("amx_fp16"))
+    bfloat16_fast = bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    return bfloat16_fast, bool(capabilities.get("amx_fp16"))
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@
 #include "../kernels/pixel_bodies.h"
 #include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
+#include "blocked_gemm.h"
 #include "blocked_phase_forward.h"
 #include "mma_emulation.h"
 
@@ -482,6 +483,20 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   });
 }
 
+// Whether this variant's blocked tiles outrun torch's BLAS: AVX-512's tiles
+// on an AMD processor, where MKL runs its AVX2 kernels (Zen 5, 2 cores:
+// float32 torch.mm 106-190 GFLOP/s, the tiles about 300; bench/NOTES.md).
+// Intel's processors keep MKL, which measured faster than the tiles there
+// (sgemm 431 GFLOP/s against about 345 on a Xeon with AVX-512).
+bool tiles_outrun_blas() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool amd = __builtin_cpu_is("amd");
+  return blocked::kVectorBytes >= 64 && amd;
+#else
+  return false;
+#endif
+}
+
 // The rule of algorithm "auto" for the blocked tiles, from the forwards of
 // the benchmark's layers on a 2-core Xeon with AVX-512 (bench/NOTES.md),
 // ms, tiles against GEMM + col2im:
@@ -501,6 +516,14 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 //   channels that fill less than 60% of the tiles' panels (grouped 128->128
 //   in 8 groups, 16 of 32 columns: 22 against 18; 3 channels: 5x slower);
 // - nor the baseline variant, without FMA and with 4-wide vectors.
+// Where MKL is the slower (tiles_outrun_blas: an AMD Zen 5 with AVX-512,
+// where the GEMM path runs the blocked GEMM), contiguous layers whose taps
+// overlap take the tiles up to 64-wide output lines, at any channel count:
+// forward ms, tiles against blocked GEMM + col2im, DCGAN 512->256 16.0
+// against 22.2, DCGAN 256->128 12.4 against 16.2, VAE 512->256 27.0 against
+// 36.4, decoder 11.0 against 13.6; but not 128-wide lines (U-Net 256->128
+// 72.8 against 60.8, VAE 128->64 11.2 against 10.4) nor k = s, whose
+// col2im adds nothing (3-D U-Net 118 against 107).
 bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool channels_last) {
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   if (blocked::kVectorBytes < 32) return false;
@@ -512,7 +535,54 @@ bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool cha
   const int64_t panel = dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
   const int64_t panels = (cout + panel - 1) / panel;
   if (10 * cout < 6 * panels * panel) return false;
-  return g.out_size[kMaxSpatialDims - 1] <= 32 && cin <= 128;
+  const int64_t line = g.out_size[kMaxSpatialDims - 1];
+  if (tiles_outrun_blas()) {
+    bool overlapping = false;
+    for (int j = 0; j < kMaxSpatialDims; ++j) {
+      overlapping = overlapping || g.dilation[j] * (g.kernel[j] - 1) + 1 > g.stride[j];
+    }
+    return line <= 64 && overlapping;
+  }
+  return line <= 32 && cin <= 128;
+}
+
+// c = [c +] a · b through the blocked tiles (cpu/blocked_gemm.h), whose
+// output columns must be contiguous: where c's rows are instead, it
+// computes cᵀ = bᵀ · aᵀ, and otherwise sums into a contiguous copy.
+void blocked_gemm_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
+                      bool accumulate) {
+  TORCH_INTERNAL_ASSERT(a.dim() == 3 && b.dim() == 3 && c.dim() == 3);
+  if (c.stride(2) != 1 && c.size(2) > 1) {
+    if (c.stride(1) == 1 || c.size(1) == 1) {
+      blocked_gemm_cpu(b.transpose(1, 2), a.transpose(1, 2), c.transpose(1, 2), accumulate);
+      return;
+    }
+    const at::Tensor sums = accumulate ? c.contiguous() : at::empty(c.sizes(), c.options());
+    blocked_gemm_cpu(a, b, sums, accumulate);
+    c.copy_(sums);
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "blocked_gemm_cpu", [&] {
+    using M = blocked::StridedMatrices<const scalar_t>;
+    const M a_view{a.const_data_ptr<scalar_t>(), a.stride(0), a.stride(1), a.stride(2)};
+    const M b_view{b.const_data_ptr<scalar_t>(), b.stride(0), b.stride(1), b.stride(2)};
+    const blocked::StridedMatrices<scalar_t> c_view{c.mutable_data_ptr<scalar_t>(), c.stride(0),
+                                                    c.stride(1), 1};
+    blocked::gemm<scalar_t>(c.size(0), c.size(1), c.size(2), a.size(2), a_view, b_view, c_view,
+                            accumulate);
+  });
+}
+
+// Whether cpu_gemm "auto" takes the blocked GEMM: where the tiles outrun
+// the BLAS, for products of 48 or more rows and columns. Zen 5, 2 cores,
+// float32, ms blocked against MKL (bench/NOTES.md): 1024^3 6.8 against
+// 11.4, the VAE 512->256 forward GEMM 29.0 against 44.7, DCGAN 256->128's
+// input and weight gradients 16.0 against 25.0 and 19.9 against 24.0; but
+// 16 rows (grouped 128->128 in 8 groups: each group's input and weight
+// gradient) 18.1 against 16.8 and 16.3 against 10.5, the tiles' 12 rows
+// leaving a third of the second tile idle.
+bool prefers_blocked_gemm_cpu(int64_t m, int64_t n, int64_t) {
+  return tiles_outrun_blas() && m >= 48 && n >= 48;
 }
 
 void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -618,9 +688,9 @@ void bias_grad_cpu(const at::Tensor& grad_output, const at::Tensor& out) {
   });
 }
 
-// float16/bfloat16 GEMMs in their own dtype where the processor has AMX for
-// that dtype, where oneDNN's GEMMs outrun float32 ones (bench/NOTES.md has
-// the figures); elsewhere they run at float32's speed or far slower. A rule
+// float16/bfloat16 GEMMs in their own dtype where oneDNN's GEMMs for that
+// dtype outrun float32 ones: AMX, or for bfloat16 AVX512-BF16
+// (torch_tconv/backends.py, bench/NOTES.md has the figures); elsewhere they run at float32's speed or far slower. A rule
 // of the machine, not a timing, so that the numerics of a call never depend
 // on a measurement.
 at::ScalarType column_dtype_cpu(at::ScalarType dtype, const Config& config) {
@@ -658,6 +728,8 @@ const Backend& launchers_backend() {
       implicit_input_grad_cpu,
       implicit_weight_grad_cpu,
       prefers_phase_forward_cpu,
+      blocked_gemm_cpu,
+      prefers_blocked_gemm_cpu,
       bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,

@@ -41,6 +41,8 @@ const Backend& cuda_backend() {
       cuda::implicit_input_grad,
       cuda::implicit_weight_grad,
       /*prefers_phase_forward=*/nullptr,
+      /*blocked_gemm=*/nullptr,
+      /*prefers_blocked_gemm=*/nullptr,
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
