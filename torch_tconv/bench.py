@@ -390,6 +390,18 @@ def gemm_gflops(device, dtype, n, timer, repeats):
     return 2 * n**3 / (ms / 1e3) / 1e9
 
 
+def blocked_gemm_gflops(dtype, n, timer, repeats):
+    """GFLOP/s of torch_tconv's own CPU GEMM (cpu_gemm "blocked"), n^3."""
+    a = torch.randn(1, n, n, dtype=dtype)
+    b = torch.randn(1, n, n, dtype=dtype)
+    c = torch.empty(1, n, n, dtype=dtype)
+    for _ in range(2):
+        torch_tconv._C.blocked_gemm(a, b, c, False)
+    ms = statistics.median(timer(lambda: torch_tconv._C.blocked_gemm(a, b, c, False))
+                           for _ in range(repeats))
+    return 2 * n**3 / (ms / 1e3) / 1e9
+
+
 def reduced_gemm_usable(name, timer):
     """Whether torch.mm in a reduced-precision dtype is fast enough on this CPU
     to time at full size: with oneDNN's AMX/AVX512-BF16 kernels it beats
@@ -402,7 +414,10 @@ def reduced_gemm_usable(name, timer):
 def measure_ceilings(device, dtype_names, timer, quick):
     """GFLOP/s of a large torch.mm per dtype, with how it was obtained. On
     the CPU, float16/bfloat16 take the faster of their own torch.mm and
-    float32's: the float32 GEMM is what a layer can fall back to."""
+    float32's: the float32 GEMM is what a layer can fall back to; and
+    float32/float64 take torch_tconv's own GEMM where it is faster and the
+    library runs it (cpu_gemm "auto" on AMD processors with AVX-512), so
+    that the ceiling is the best GEMM on the machine, not MKL's."""
     repeats = 3 if quick else (10 if device == "cuda" else 5)
     n = 8192 if device == "cuda" else 2048
     measured, ceilings = {}, {}
@@ -421,6 +436,13 @@ def measure_ceilings(device, dtype_names, timer, quick):
         if best != name:
             source += f" (stands in for {name}: faster than {name} torch.mm on this CPU)"
         ceilings[name] = {"gflops": gflops(best), "source": source}
+        if (device == "cpu" and name in ("float32", "float64")
+                and torch_tconv._C.blocked_gemm_preferred(n, n, n)):
+            own = blocked_gemm_gflops(DTYPES[name], n, timer, repeats)
+            if own > ceilings[name]["gflops"]:
+                ceilings[name] = {"gflops": own, "source": (
+                    f"torch_tconv's blocked GEMM {name} {n}x{n}x{n}, which this library's GEMMs "
+                    f"run on this CPU (torch.mm: {gflops(best):.1f} GFLOP/s)")}
     return ceilings
 
 

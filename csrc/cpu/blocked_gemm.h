@@ -112,6 +112,7 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
   if (m == 0 || n == 0) return;
   const int64_t panels = (n + NR - 1) / NR;
   const int64_t row_blocks = (m + kRowsPerTask - 1) / kRowsPerTask;
+  const int64_t total_tiles = (m + MR - 1) / MR;
   const int64_t tiles_per_block = (kRowsPerTask + MR - 1) / MR;
   const bool a_rows_contiguous = a.col_stride == 1;
   const int64_t max_depth = std::min<int64_t>(kDepthBlock, std::max<int64_t>(k, 1));
@@ -138,8 +139,13 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
         std::vector<T> scratch(panels * NR);
         std::vector<T> edge(tiles_per_block * MR * NR);
         for (int64_t item = begin; item < end; ++item) {
-          const int64_t row0 = item / panels * kRowsPerTask;
-          const int64_t rows_here = std::min(kRowsPerTask, m - row0);
+          // Row blocks of equal numbers of tiles (give or take one), not
+          // of kRowsPerTask and a short last one: the threads' contiguous
+          // ranges of tasks then hold as many rows each.
+          const int64_t block = item / panels;
+          const int64_t row0 = block * total_tiles / row_blocks * MR;
+          const int64_t rows_here =
+              std::min((block + 1) * total_tiles / row_blocks * MR, m) - row0;
           const int64_t panel0 = item % panels;
           const int64_t panel1 = panel0 + 1;
           const int64_t tiles = (rows_here + MR - 1) / MR;
