@@ -74,6 +74,9 @@ def test_info(tmp_path):
         assert info["cuda_architectures"].startswith("unknown")
     assert info["cpu_kernel_variant_in_use"] in info["cpu_kernel_variants"]
     assert f"variant {info['cpu_kernel_variant_in_use']} in use" in text.stdout
+    assert info["cpu_gemm_in_use"] == ("blocked" if torch_tconv._C.cpu_tiles_outrun_blas()
+                                       else "aten")
+    assert ("register-blocked tiles" in text.stdout) == (info["cpu_gemm_in_use"] == "blocked")
 
 
 # (command-line arguments, the same layer as F.conv_transpose*d's keywords)

@@ -132,6 +132,9 @@ def machine_info():
         "cpu_isa": isa,
         "cpu_kernel_variants": torch_tconv.backends.supported_cpu_isas(),
         "cpu_kernel_variant_in_use": torch_tconv.backends.cpu_isa_in_use(),
+        # What cpu_gemm "auto" runs for large float32/float64 GEMMs here.
+        "cpu_gemm_in_use": ("blocked" if torch_tconv._C.blocked_gemm_preferred(1024, 1024, 1024)
+                            else "aten"),
         "cpu_count": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count()),
         "torch_threads": torch.get_num_threads(),
@@ -169,6 +172,10 @@ def cmd_info(args):
     print(f"CPU kernels: variant {info['cpu_kernel_variant_in_use']} in use "
           f"(this processor runs {', '.join(info['cpu_kernel_variants'])}; "
           "torch_tconv.backends.cpu_isa or TORCH_TCONV_CPU_ISA choose)")
+    print("CPU GEMMs (float32/float64): "
+          + ("torch_tconv's register-blocked tiles (torch's MKL runs AVX2 kernels on this "
+             "processor)" if info["cpu_gemm_in_use"] == "blocked" else "ATen's (MKL/oneDNN)")
+          + "; torch_tconv.backends.cpu_gemm chooses")
     gpus = info["devices"][1:]
     if not gpus:
         print("CUDA devices: none visible" + ("" if info["torch_cuda"] else
