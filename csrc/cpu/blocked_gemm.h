@@ -6,13 +6,14 @@
 //
 // GEMM layout, per matrix of the batch:
 //   C (m x n) = [C +] A (m x k) · B (k x n)
-// A is read in place where its rows are contiguous (each tile row a
-// pointer), else packed per task as rows of a depth block; B is packed per
-// depth block as [panel][depth][kTileCols], zero past n; C's columns must
-// be contiguous (the caller computes Cᵀ = Bᵀ·Aᵀ otherwise).
+// B is packed per depth block as BLIS packs it, per panel as
+// [depth][kTileCols], zero past n; A's rows are read in place where they
+// are contiguous (a pointer per tile row), else packed as BLIS packs A, per
+// tile of kTileRows rows as [depth][kTileRows]. C's columns must be contiguous (the
+// caller computes Cᵀ = Bᵀ·Aᵀ otherwise).
 //
-// The loops are BLIS's: per depth block of kDepthBlock, B's packed block
-// (and A's, where its rows are not contiguous) is shared by every task; a
+// The loops are BLIS's: per depth block of kDepthBlock, the packed blocks
+// (B's, and A's where it is packed) are shared by every task; a
 // task of kRowsPerTask rows and one panel passes its tiles over the panel,
 // in L1. Every
 // output's sum runs over the depth blocks in order, and within one in
@@ -78,29 +79,70 @@ void pack_depth_block(const StridedMatrices<const T>& b, int64_t b_index, int64_
   });
 }
 
-// A's rows [0, m) and columns [k0, k0 + depth) of matrix `a_index`, packed as
-// rows of `depth`; in the order of A's shorter stride.
+// A's rows [0, m) and columns [k0, k0 + depth) of matrix `a_index`, packed
+// per tile as [depth][kTileRows], as BLIS packs A: the tile then reads its
+// rows' values at one depth from one pointer, at constant offsets, where
+// row pointers would take 12 of the 16 general registers. Rows past m
+// repeat the last one.
 template <typename T>
-void pack_rows(const StridedMatrices<const T>& a, int64_t a_index, int64_t k0, int64_t depth,
-               int64_t m, T* packed) {
-  constexpr int64_t kRows = 64;
-  at::parallel_for(0, (m + kRows - 1) / kRows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r0 = begin * kRows; r0 < std::min(end * kRows, m); r0 += kRows) {
-      const int64_t r1 = std::min(r0 + kRows, m);
-      if (a.row_stride < a.col_stride) {
-        for (int64_t kk = 0; kk < depth; ++kk) {
-          const T* src = a.at(a_index, 0, k0 + kk);
-          for (int64_t r = r0; r < r1; ++r) packed[r * depth + kk] = src[r * a.row_stride];
+void pack_tiles(const StridedMatrices<const T>& a, int64_t a_index, int64_t k0, int64_t depth,
+                int64_t m, T* packed) {
+  constexpr int MR = kTileRows;
+  const int64_t tiles = (m + MR - 1) / MR;
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      T* dst = packed + t * depth * MR;
+      for (int i = 0; i < MR; ++i) {
+        const T* src = a.at(a_index, std::min<int64_t>(t * MR + i, m - 1), k0);
+        // In the order of A's shorter stride: down a row where its columns
+        // are contiguous, across the tile's rows (below) where its rows are.
+        if (a.col_stride <= a.row_stride) {
+          for (int64_t kk = 0; kk < depth; ++kk) dst[kk * MR + i] = src[kk * a.col_stride];
         }
-      } else {
-        for (int64_t r = r0; r < r1; ++r) {
-          const T* src = a.at(a_index, r, k0);
-          for (int64_t kk = 0; kk < depth; ++kk) packed[r * depth + kk] = src[kk * a.col_stride];
+      }
+      if (a.col_stride > a.row_stride) {
+        for (int64_t kk = 0; kk < depth; ++kk) {
+          for (int i = 0; i < MR; ++i) {
+            dst[kk * MR + i] = *a.at(a_index, std::min<int64_t>(t * MR + i, m - 1), k0 + kk);
+          }
         }
       }
     }
   });
 }
+
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+// One tile of a packed A (a[k * kTileRows + i]: row i at depth k) by a
+// packed panel of B, into columns [column, column + kTileCols) of rows
+// c[i], added to c where accumulate.
+template <typename T>
+void packed_tile(const T* a, int64_t depth, const T* b, T* const* c, int64_t column,
+                 bool accumulate) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+  constexpr int MR = kTileRows;
+  V acc[MR][kTileVectors];
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < kTileVectors; ++v) acc[i][v] = V{};
+  }
+  for (int64_t kk = 0; kk < depth; ++kk) {
+    V w[kTileVectors];
+    for (int v = 0; v < kTileVectors; ++v) {
+      std::memcpy(&w[v], b + kk * kTileCols<T> + v * L, sizeof(V));
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const T x = a[kk * MR + i];
+#pragma GCC unroll 4
+      for (int v = 0; v < kTileVectors; ++v) acc[i][v] += x * w[v];
+    }
+  }
+  store_sums<T>(acc, c, column, nullptr, accumulate);
+}
+
+#pragma GCC pop_options
 
 // c = [c +] a · b for every matrix of the batch (see the file's comment);
 // c.col_stride must be 1.
@@ -114,10 +156,14 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
   const int64_t row_blocks = (m + kRowsPerTask - 1) / kRowsPerTask;
   const int64_t total_tiles = (m + MR - 1) / MR;
   const int64_t tiles_per_block = (kRowsPerTask + MR - 1) / MR;
-  const bool a_rows_contiguous = a.col_stride == 1;
   const int64_t max_depth = std::min<int64_t>(kDepthBlock, std::max<int64_t>(k, 1));
   std::vector<T> packed_b(max_depth * panels * NR);
-  std::vector<T> packed_a(a_rows_contiguous ? 0 : max_depth * m);
+  // A's rows are read in place where they are contiguous: packing them too
+  // measured slower for tall products (the channels-last decoder's input
+  // gradient, 16384 x 576 by 576 x 128: 21 ms against 8, the packed block
+  // written out past L2 and read back per panel) and no faster elsewhere.
+  const bool a_rows_contiguous = a.col_stride == 1;
+  std::vector<T> packed_a(a_rows_contiguous ? 0 : max_depth * total_tiles * MR);
   for (int64_t index = 0; index < batch; ++index) {
     if (k == 0) {
       // An empty sum: C is itself, or zero.
@@ -130,7 +176,7 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
       const int64_t depth = std::min(kDepthBlock, k - k0);
       const bool add = accumulate || k0 > 0;
       pack_depth_block(b, index, k0, depth, n, panels, packed_b.data());
-      if (!a_rows_contiguous) pack_rows(a, index, k0, depth, m, packed_a.data());
+      if (!a_rows_contiguous) pack_tiles(a, index, k0, depth, m, packed_a.data());
       at::parallel_for(0, row_blocks * panels, 1, [&](int64_t begin, int64_t end) {
         std::vector<const T*> rows(tiles_per_block * MR);
         std::vector<T*> out(tiles_per_block * MR);
@@ -138,6 +184,7 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
         // Sums of the rows past m, and of a partial last panel's tiles.
         std::vector<T> scratch(panels * NR);
         std::vector<T> edge(tiles_per_block * MR * NR);
+        const T* panel_b_of_task = nullptr;
         for (int64_t item = begin; item < end; ++item) {
           // Row blocks of equal numbers of tiles (give or take one), not
           // of kRowsPerTask and a short last one: the threads' contiguous
@@ -149,21 +196,27 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
           const int64_t panel0 = item % panels;
           const int64_t panel1 = panel0 + 1;
           const int64_t tiles = (rows_here + MR - 1) / MR;
+          // The block's first tile in packed A (row0 is a whole number of
+          // tiles), or its rows' pointers (rows past m repeat the last).
+          const T* block_a = packed_a.data() + (a_rows_contiguous ? 0 : row0 * depth);
+          const auto run_tile = [&](int64_t t, T* const* c_rows, int64_t column, bool sum) {
+            if (a_rows_contiguous) {
+              tile<T>(rows.data() + t * MR, 1, depth, panel_b_of_task, 0, c_rows, column, nullptr,
+                      sum);
+            } else {
+              packed_tile<T>(block_a + t * depth * MR, depth, panel_b_of_task, c_rows, column, sum);
+            }
+          };
           for (int64_t r = 0; r < tiles * MR; ++r) {
-            const int64_t source = row0 + std::min(r, rows_here - 1);
-            rows[r] = a_rows_contiguous ? a.at(index, source, k0)
-                                        : packed_a.data() + source * depth;
+            if (a_rows_contiguous) rows[r] = a.at(index, row0 + std::min(r, rows_here - 1), k0);
             out[r] = r < rows_here ? c.at(index, row0 + r, 0) : scratch.data();
             edge_out[r] = edge.data() + r * NR;
           }
           for (int64_t panel = panel0; panel < panel1; ++panel) {
-            const T* panel_b = packed_b.data() + panel * depth * NR;
+            panel_b_of_task = packed_b.data() + panel * depth * NR;
             const int64_t columns = std::min<int64_t>(NR, n - panel * NR);
             if (columns == NR) {
-              for (int64_t t = 0; t < tiles; ++t) {
-                tile<T>(rows.data() + t * MR, 1, depth, panel_b, 0, out.data() + t * MR,
-                        panel * NR, nullptr, add);
-              }
+              for (int64_t t = 0; t < tiles; ++t) run_tile(t, out.data() + t * MR, panel * NR, add);
               continue;
             }
             // A partial panel: its tiles sum in `edge`, then its columns
@@ -173,10 +226,7 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
               std::fill(e, e + NR, T(0));
               if (add && r < rows_here) std::memcpy(e, out[r] + panel * NR, columns * sizeof(T));
             }
-            for (int64_t t = 0; t < tiles; ++t) {
-              tile<T>(rows.data() + t * MR, 1, depth, panel_b, 0, edge_out.data() + t * MR, 0,
-                      nullptr, true);
-            }
+            for (int64_t t = 0; t < tiles; ++t) run_tile(t, edge_out.data() + t * MR, 0, true);
             for (int64_t r = 0; r < rows_here; ++r) {
               std::memcpy(out[r] + panel * NR, edge_out[r], columns * sizeof(T));
             }

@@ -81,6 +81,32 @@ constexpr int kTileCols = kTileVectors * Vec<T>::kLanes;
 // at the block's first channel; b: the panel's packed weight there, taps
 // tap_stride apart. c = base + sums, base the bias (null: zero) or, with
 // accumulate (a later depth block), c itself.
+// A tile's sums into columns [column, column + kTileCols) of rows c[i]:
+// c = base + sums, base the bias (null: zero) or, with accumulate, c itself.
+// Inlined and fully unrolled, so that every accumulator has a constant index
+// and stays in a register through the caller's loops.
+template <typename T>
+__attribute__((always_inline)) inline void store_sums(
+    const typename Vec<T>::type (&acc)[kTileRows][kTileVectors], T* const* c, int64_t column,
+    const T* bias, bool accumulate) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+#pragma GCC unroll 16
+  for (int i = 0; i < kTileRows; ++i) {
+    T* out = c[i] + column;
+    for (int v = 0; v < kTileVectors; ++v) {
+      V base = V{};
+      if (accumulate) {
+        std::memcpy(&base, out + v * L, sizeof(V));
+      } else if (bias != nullptr) {
+        std::memcpy(&base, bias + v * L, sizeof(V));
+      }
+      base += acc[i][v];
+      std::memcpy(out + v * L, &base, sizeof(V));
+    }
+  }
+}
+
 template <typename T>
 void tile(const T* const* a, int64_t taps, int64_t channels, const T* b, int64_t tap_stride,
           T* const* c, int64_t column, const T* bias, bool accumulate) {
@@ -107,22 +133,7 @@ void tile(const T* const* a, int64_t taps, int64_t channels, const T* b, int64_t
       }
     }
   }
-  // Fully unrolled, so that every accumulator has a constant index and
-  // stays in a register through the loops above.
-#pragma GCC unroll 16
-  for (int i = 0; i < kTileRows; ++i) {
-    T* out = c[i] + column;
-    for (int v = 0; v < kTileVectors; ++v) {
-      V base = V{};
-      if (accumulate) {
-        std::memcpy(&base, out + v * L, sizeof(V));
-      } else if (bias != nullptr) {
-        std::memcpy(&base, bias + v * L, sizeof(V));
-      }
-      base += acc[i][v];
-      std::memcpy(out + v * L, &base, sizeof(V));
-    }
-  }
+  store_sums<T>(acc, c, column, bias, accumulate);
 }
 
 #pragma GCC pop_options
