@@ -92,19 +92,17 @@ void pack_tiles(const StridedMatrices<const T>& a, int64_t a_index, int64_t k0, 
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       T* dst = packed + t * depth * MR;
-      for (int i = 0; i < MR; ++i) {
-        const T* src = a.at(a_index, std::min<int64_t>(t * MR + i, m - 1), k0);
-        // In the order of A's shorter stride: down a row where its columns
-        // are contiguous, across the tile's rows (below) where its rows are.
-        if (a.col_stride <= a.row_stride) {
-          for (int64_t kk = 0; kk < depth; ++kk) dst[kk * MR + i] = src[kk * a.col_stride];
+      const T* src[MR];
+      for (int i = 0; i < MR; ++i) src[i] = a.at(a_index, std::min<int64_t>(t * MR + i, m - 1), k0);
+      // In the order of A's shorter stride: down each row where its
+      // columns are contiguous, across the tile's rows where its rows are.
+      if (a.col_stride <= a.row_stride) {
+        for (int i = 0; i < MR; ++i) {
+          for (int64_t kk = 0; kk < depth; ++kk) dst[kk * MR + i] = src[i][kk * a.col_stride];
         }
-      }
-      if (a.col_stride > a.row_stride) {
+      } else {
         for (int64_t kk = 0; kk < depth; ++kk) {
-          for (int i = 0; i < MR; ++i) {
-            dst[kk * MR + i] = *a.at(a_index, std::min<int64_t>(t * MR + i, m - 1), k0 + kk);
-          }
+          for (int i = 0; i < MR; ++i) dst[kk * MR + i] = src[i][kk * a.col_stride];
         }
       }
     }
@@ -184,7 +182,6 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
         // Sums of the rows past m, and of a partial last panel's tiles.
         std::vector<T> scratch(panels * NR);
         std::vector<T> edge(tiles_per_block * MR * NR);
-        const T* panel_b_of_task = nullptr;
         for (int64_t item = begin; item < end; ++item) {
           // Row blocks of equal numbers of tiles (give or take one), not
           // of kRowsPerTask and a short last one: the threads' contiguous
@@ -193,18 +190,18 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
           const int64_t row0 = block * total_tiles / row_blocks * MR;
           const int64_t rows_here =
               std::min((block + 1) * total_tiles / row_blocks * MR, m) - row0;
-          const int64_t panel0 = item % panels;
-          const int64_t panel1 = panel0 + 1;
+          const int64_t panel = item % panels;
+          const T* panel_b = packed_b.data() + panel * depth * NR;
+          const int64_t columns = std::min<int64_t>(NR, n - panel * NR);
           const int64_t tiles = (rows_here + MR - 1) / MR;
           // The block's first tile in packed A (row0 is a whole number of
           // tiles), or its rows' pointers (rows past m repeat the last).
           const T* block_a = packed_a.data() + (a_rows_contiguous ? 0 : row0 * depth);
           const auto run_tile = [&](int64_t t, T* const* c_rows, int64_t column, bool sum) {
             if (a_rows_contiguous) {
-              tile<T>(rows.data() + t * MR, 1, depth, panel_b_of_task, 0, c_rows, column, nullptr,
-                      sum);
+              tile<T>(rows.data() + t * MR, 1, depth, panel_b, 0, c_rows, column, nullptr, sum);
             } else {
-              packed_tile<T>(block_a + t * depth * MR, depth, panel_b_of_task, c_rows, column, sum);
+              packed_tile<T>(block_a + t * depth * MR, depth, panel_b, c_rows, column, sum);
             }
           };
           for (int64_t r = 0; r < tiles * MR; ++r) {
@@ -212,24 +209,20 @@ void gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const StridedMatrices<
             out[r] = r < rows_here ? c.at(index, row0 + r, 0) : scratch.data();
             edge_out[r] = edge.data() + r * NR;
           }
-          for (int64_t panel = panel0; panel < panel1; ++panel) {
-            panel_b_of_task = packed_b.data() + panel * depth * NR;
-            const int64_t columns = std::min<int64_t>(NR, n - panel * NR);
-            if (columns == NR) {
-              for (int64_t t = 0; t < tiles; ++t) run_tile(t, out.data() + t * MR, panel * NR, add);
-              continue;
-            }
-            // A partial panel: its tiles sum in `edge`, then its columns
-            // go to C.
-            for (int64_t r = 0; r < tiles * MR; ++r) {
-              T* e = edge_out[r];
-              std::fill(e, e + NR, T(0));
-              if (add && r < rows_here) std::memcpy(e, out[r] + panel * NR, columns * sizeof(T));
-            }
-            for (int64_t t = 0; t < tiles; ++t) run_tile(t, edge_out.data() + t * MR, 0, true);
-            for (int64_t r = 0; r < rows_here; ++r) {
-              std::memcpy(out[r] + panel * NR, edge_out[r], columns * sizeof(T));
-            }
+          if (columns == NR) {
+            for (int64_t t = 0; t < tiles; ++t) run_tile(t, out.data() + t * MR, panel * NR, add);
+            continue;
+          }
+          // A partial panel: its tiles sum in `edge`, then its columns go
+          // to C.
+          for (int64_t r = 0; r < tiles * MR; ++r) {
+            T* e = edge_out[r];
+            std::fill(e, e + NR, T(0));
+            if (add && r < rows_here) std::memcpy(e, out[r] + panel * NR, columns * sizeof(T));
+          }
+          for (int64_t t = 0; t < tiles; ++t) run_tile(t, edge_out.data() + t * MR, 0, true);
+          for (int64_t r = 0; r < rows_here; ++r) {
+            std::memcpy(out[r] + panel * NR, edge_out[r], columns * sizeof(T));
           }
         }
       });
