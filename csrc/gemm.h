@@ -93,8 +93,7 @@ void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& pla
 class WeightGradSum {
  public:
   WeightGradSum(const Geometry& g, const at::Tensor& x, const Plan& plan)
-      : g_(g), x_(x), plan_(plan), col_dtype_(plan.column_dtype),
-        position_major_(plan.position_major()) {
+      : g_(g), x_(x), plan_(plan) {
     const ChunkPlan& chunks = plan.chunks;
     if (chunks.windows || chunks.lanes > 1 || chunks.samples_per_chunk < g.batch) {
       sums_ = at::zeros(
@@ -104,10 +103,11 @@ class WeightGradSum {
   }
 
   void add(const Chunk& c, const at::Tensor& cols, int64_t lane) {
-    const at::Tensor x_op = position_major_
-                                ? position_rows(x_, c).to(col_dtype_).transpose(1, 2)
-                                : group_major(x_, c, col_dtype_);
-    const at::Tensor cols_op = position_major_ ? cols : cols.transpose(1, 2);
+    const at::ScalarType col_dtype = plan_.column_dtype;
+    const at::Tensor x_op = plan_.position_major()
+                                ? position_rows(x_, c).to(col_dtype).transpose(1, 2)
+                                : group_major(x_, c, col_dtype);
+    const at::Tensor cols_op = plan_.position_major() ? cols : cols.transpose(1, 2);
     if (!sums_.defined()) {
       only_chunk_ = bmm(plan_, x_op, cols_op);
       return;
@@ -115,7 +115,7 @@ class WeightGradSum {
     at::Tensor sum = sums_.select(0, lane);
     if (runs_blocked(plan_, x_op, cols_op)) {
       plan_.gemm(x_op, cols_op, sum, /*accumulate=*/true);
-    } else if (col_dtype_ == sum.scalar_type()) {
+    } else if (col_dtype == sum.scalar_type()) {
       sum.baddbmm_(x_op, cols_op);
     } else {
       sum.add_(at::bmm(x_op, cols_op));
@@ -128,7 +128,7 @@ class WeightGradSum {
       total = sums_.select(0, 0);
       for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
     }
-    if (position_major_) {
+    if (plan_.position_major()) {
       // (C_in, taps, C_out/G) to the weight's (C_in, C_out/G, taps).
       total = total.view({g_.in_channels(), g_.taps(), g_.out_channels_per_group})
                   .transpose(1, 2)
@@ -141,8 +141,6 @@ class WeightGradSum {
   Geometry g_;
   at::Tensor x_;
   const Plan& plan_;  // outlives the sum: the op's
-  at::ScalarType col_dtype_;
-  bool position_major_;
   at::Tensor sums_;        // (lanes, G, C_in/G, C_out/G * taps), or undefined
   at::Tensor only_chunk_;  // the one chunk's GEMM, when sums_ is undefined
 };
