@@ -17,7 +17,10 @@ std::atomic<bool> g_bfloat16_gemm_fast{false};
 std::atomic<bool> g_float16_gemm_fast{false};
 thread_local int64_t t_last_workspace_bytes = 0;
 thread_local bool t_last_columns_position_major = false;
-thread_local bool t_last_gemm_blocked = false;
+// Products run through the blocked tiles, by any thread: a lane's GEMMs
+// run on at::parallel_for's workers, so a thread-local flag would miss them.
+std::atomic<int64_t> g_blocked_products{0};
+thread_local int64_t t_blocked_products_at_call = 0;
 
 }  // namespace
 
@@ -49,13 +52,17 @@ bool last_columns_position_major() {
 }
 
 bool last_gemm_blocked() {
-  return t_last_gemm_blocked;
+  return g_blocked_products.load() > t_blocked_products_at_call;
 }
 
-void record_column_workspace(int64_t bytes, bool position_major, bool blocked_gemm) {
+void record_blocked_product() {
+  g_blocked_products.fetch_add(1, std::memory_order_relaxed);
+}
+
+void record_column_workspace(int64_t bytes, bool position_major) {
   t_last_workspace_bytes = bytes;
   t_last_columns_position_major = position_major;
-  t_last_gemm_blocked = blocked_gemm;
+  t_blocked_products_at_call = g_blocked_products.load();
 }
 
 }  // namespace torch_tconv

@@ -97,12 +97,14 @@ MachineFacts machine_facts();
 void set_machine_facts(const MachineFacts& facts);
 
 // Bytes of the column workspace that this thread's last GEMM-path call
-// allocated, whether its columns were position-major, and whether its GEMMs
-// were the blocked tiles' (for tests of the budget, of the channels-last
-// passes and of Config::cpu_gemm).
+// allocated, whether its columns were position-major, and whether a product
+// ran through the blocked tiles since that call began (any thread's count:
+// for tests of the budget, of the channels-last passes and of
+// Config::cpu_gemm, run one call at a time).
 int64_t last_column_workspace_bytes();
 bool last_columns_position_major();
 bool last_gemm_blocked();
-void record_column_workspace(int64_t bytes, bool position_major, bool blocked_gemm);
+void record_blocked_product();
+void record_column_workspace(int64_t bytes, bool position_major);
 
 }  // namespace torch_tconv

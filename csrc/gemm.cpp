@@ -7,9 +7,15 @@ bool runs_blocked(const Plan& plan, const at::Tensor& a, const at::Tensor& b) {
          (plan.gemm_suits == nullptr || plan.gemm_suits(a.size(1), b.size(2), a.size(2)));
 }
 
+void blocked_product(const Plan& plan, const at::Tensor& a, const at::Tensor& b,
+                     const at::Tensor& out, bool accumulate) {
+  record_blocked_product();
+  plan.gemm(a, b, out, accumulate);
+}
+
 void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
   if (runs_blocked(plan, a, b)) {
-    plan.gemm(a, b, out, /*accumulate=*/false);
+    blocked_product(plan, a, b, out, /*accumulate=*/false);
   } else {
     at::bmm_out(out, a, b);
   }
@@ -18,7 +24,7 @@ void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::T
 at::Tensor bmm(const Plan& plan, const at::Tensor& a, const at::Tensor& b) {
   if (!runs_blocked(plan, a, b)) return at::bmm(a, b);
   at::Tensor out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
-  plan.gemm(a, b, out, /*accumulate=*/false);
+  blocked_product(plan, a, b, out, /*accumulate=*/false);
   return out;
 }
 

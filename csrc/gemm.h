@@ -15,8 +15,10 @@ namespace torch_tconv {
 // GEMM (Plan::gemm); bmm of the same, into a new tensor.
 void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::Tensor& b);
 at::Tensor bmm(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
-// Whether the plan's GEMM runs a · b.
+// Whether the plan's GEMM runs a · b; out = [out +] a · b through it.
 bool runs_blocked(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
+void blocked_product(const Plan& plan, const at::Tensor& a, const at::Tensor& b,
+                     const at::Tensor& out, bool accumulate);
 
 // The chunk's part of an (N, C, in...) tensor, as (n, C, positions).
 at::Tensor input_part(const at::Tensor& t, const Chunk& c);
@@ -114,7 +116,7 @@ class WeightGradSum {
     }
     at::Tensor sum = sums_.select(0, lane);
     if (runs_blocked(plan_, x_op, cols_op)) {
-      plan_.gemm(x_op, cols_op, sum, /*accumulate=*/true);
+      blocked_product(plan_, x_op, cols_op, sum, /*accumulate=*/true);
     } else if (col_dtype == sum.scalar_type()) {
       sum.baddbmm_(x_op, cols_op);
     } else {

@@ -162,7 +162,7 @@ void for_each_chunk(const Plan& plan, const Geometry& g, const at::TensorOptions
   const ChunkPlan& chunks = plan.chunks;
   const auto dtype = plan.column_dtype;
   record_column_workspace(chunks.lanes * chunks.buffer_elements * c10::elementSize(dtype),
-                          plan.position_major(), plan.gemm != nullptr);
+                          plan.position_major());
   auto run = [&](const Chunk& c, const at::Tensor& workspace, int64_t lane) {
     const int64_t depth = c.g.out_channels_per_group * c.g.taps();
     const at::Tensor cols = workspace.narrow(0, 0, c.g.col_numel());

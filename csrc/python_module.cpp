@@ -193,8 +193,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Whether this thread's last GEMM-path call ran on channels-last activations as they "
         "are, over position-major columns.");
   m.def("last_gemm_blocked", &tt::last_gemm_blocked,
-        "Whether this thread's last GEMM-path call ran its GEMMs through the register-blocked "
-        "tiles (cpu_gemm) rather than ATen's bmm.");
+        "Whether a product ran through the register-blocked tiles (cpu_gemm) rather than "
+        "ATen's bmm since this thread's last GEMM-path call began (for tests, one call at a "
+        "time).");
   m.def(
       "blocked_gemm",
       [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool accumulate) {

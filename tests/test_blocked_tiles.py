@@ -4,7 +4,8 @@ the output, which algorithm "auto" runs for float32/float64 layers that are
 channels-last with 32 or more channels in and out, have a stride of 4 or
 more and 16 or more channels, or are contiguous with output lines of at
 most 32 and at most 128 input channels (and output channels that fill 60%
-of the tiles' panels). A contiguous output is stored from whole lines of
+of the tiles' panels); on AMD processors, where MKL runs AVX2, contiguous
+layers of longer lines or more channels too (the rule tests below). A contiguous output is stored from whole lines of
 every phase, through each task's channels-last sums.
 
 The layers here are large enough for what the small layer table
@@ -123,19 +124,34 @@ def test_auto_takes_the_tiles_for_channels_last_layers_with_many_channels(dtype)
         assert torch.equal(auto, forward(x, narrow, b[:31], p))
 
 
-# Whether the AVX-512 tiles outrun torch's BLAS here (an AMD processor with
-# AVX-512), where "auto" takes the tiles for more contiguous layers.
+# How the tiles stand against torch's BLAS here, which changes what "auto"
+# takes for contiguous layers. MKL runs its AVX2 kernels on AMD processors:
+# there AVX-512's tiles outrun it (Zen 5) and AVX2's tiles match it (Zen 3);
+# on other processors MKL is the faster.
+with open("/proc/cpuinfo") as _cpuinfo:
+    AMD = "AuthenticAMD" in _cpuinfo.read()
 TILES_OUTRUN_BLAS = torch_tconv._C.cpu_tiles_outrun_blas()
+TILES_MATCH_BLAS = (AMD and not TILES_OUTRUN_BLAS
+                    and torch_tconv.backends.cpu_isa_in_use() in ("avx2", "avx512"))
 
 
-# tiles: the rule elsewhere; fast_tiles: where the tiles outrun the BLAS.
-@pytest.mark.parametrize("stride, channels, tiles, fast_tiles", [
-    (4, 16, True, True), (8, 21, True, True),
-    (3, 140, False, True),  # output lines of 16, overlapping taps
-    (4, 15, False, False)])
-def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, channels, tiles,
-                                                                    fast_tiles):
-    tiles = fast_tiles if TILES_OUTRUN_BLAS else tiles
+def expected_rule(slower, level, faster):
+    return faster if TILES_OUTRUN_BLAS else level if TILES_MATCH_BLAS else slower
+
+
+def test_the_tiles_outrun_the_blas_on_amd_with_avx512_only():
+    assert TILES_OUTRUN_BLAS == (AMD and "avx512" in ISAS)
+
+
+# Whether "auto" takes the tiles where the tiles are slower than the BLAS,
+# level with it, and faster.
+@pytest.mark.parametrize("stride, channels, slower, level, faster", [
+    (4, 16, True, True, True), (8, 21, True, True, True),
+    (3, 140, False, True, True),  # output lines of 16, overlapping taps
+    (4, 15, False, False, False)])
+def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, channels, slower,
+                                                                    level, faster):
+    tiles = expected_rule(slower, level, faster)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, channels, 6, 5, generator=g)
     w = torch.randn(channels, channels, 2 * stride, 2 * stride, generator=g)
@@ -150,26 +166,31 @@ def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, cha
     assert_close_to(results["auto"], oracle(x, w, b, p), torch.float32, f"stride {stride}")
 
 
-# tiles: the rule elsewhere; fast_tiles: where the tiles outrun the BLAS
-# (output lines up to 64, any channel count).
-@pytest.mark.parametrize("in_channels, out_channels, width, tiles, fast_tiles", [
-    (70, 40, 11, True, True),     # output lines of 22, at most 128 input channels
-    (21, 21, 11, True, True),     # few channels, short lines
-    (21, 21, 20, False, True),    # few channels, output lines of 40
-    (70, 40, 20, False, True),    # output lines of 40
-    (140, 40, 11, False, True),   # more than 128 input channels
-    (70, 40, 40, False, False),   # output lines of 80
-    (20, 8, 11, False, False),    # 8 output channels: at most half a panel
+# Whether "auto" takes the tiles where they are slower than the BLAS (output
+# lines up to 32, at most 128 input channels), level with it (overlapping
+# taps, lines up to 32 in float32 and 64 in float64, any channel count) and
+# faster (overlapping taps, lines up to 64).
+@pytest.mark.parametrize("in_channels, out_channels, width, dtype, slower, level, faster", [
+    (70, 40, 11, torch.float32, True, True, True),     # output lines of 22
+    (21, 21, 11, torch.float32, True, True, True),     # few channels, short lines
+    (21, 21, 20, torch.float32, False, False, True),   # few channels, output lines of 40
+    (21, 21, 20, torch.float64, False, True, True),    # the same in float64
+    (70, 40, 20, torch.float32, False, False, True),   # output lines of 40
+    (140, 40, 11, torch.float32, False, True, True),   # more than 128 input channels
+    (140, 40, 11, torch.float64, False, True, True),
+    (70, 40, 40, torch.float32, False, False, False),  # output lines of 80
+    (70, 40, 40, torch.float64, False, False, False),
+    (20, 8, 11, torch.float32, False, False, False),   # 8 output channels: half a panel or less
 ])
-def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, width, tiles,
-                                                     fast_tiles):
+def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, width, dtype,
+                                                     slower, level, faster):
     """Contiguous layers of small strides take the tiles where col2im is
     weakest: short output lines."""
-    tiles = fast_tiles if TILES_OUTRUN_BLAS else tiles
+    tiles = expected_rule(slower, level, faster)
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, in_channels, 5, width, generator=g)
-    w = torch.randn(in_channels, out_channels, 4, 4, generator=g)
-    b = torch.randn(out_channels, generator=g)
+    x = torch.randn(2, in_channels, 5, width, generator=g, dtype=dtype)
+    w = torch.randn(in_channels, out_channels, 4, 4, generator=g, dtype=dtype)
+    b = torch.randn(out_channels, generator=g, dtype=dtype)
     p = dict(stride=2, padding=1, output_padding=0, dilation=1, groups=1)
     results = {}
     for algorithm in ("auto", "phase", "gemm"):
@@ -178,7 +199,7 @@ def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, 
     assert results["auto"].shape[-1] == 2 * width
     assert not torch.equal(results["phase"], results["gemm"]), "the paths should differ in some bits"
     assert torch.equal(results["auto"], results["phase" if tiles else "gemm"])
-    assert_close_to(results["auto"], oracle(x, w, b, p), torch.float32, f"{in_channels} channels")
+    assert_close_to(results["auto"], oracle(x, w, b, p), dtype, f"{in_channels} channels")
 
 
 def test_auto_gradients_stay_on_gemm():

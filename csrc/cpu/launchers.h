@@ -483,18 +483,31 @@ void phase_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   });
 }
 
-// Whether this variant's blocked tiles outrun torch's BLAS: AVX-512's tiles
-// on an AMD processor, where MKL runs its AVX2 kernels (Zen 5, 2 cores:
-// float32 torch.mm 106-190 GFLOP/s, the tiles about 300; bench/NOTES.md).
-// Intel's processors keep MKL, which measured faster than the tiles there
-// (sgemm 431 GFLOP/s against about 345 on a Xeon with AVX-512).
-bool tiles_outrun_blas() {
+// Whether torch's BLAS runs its AVX2 kernels whatever the processor has:
+// MKL on an AMD processor (Zen 3 has no wider ones; on Zen 5, with AVX-512,
+// float32 torch.mm ran at 106-190 GFLOP/s, AVX2's rate; bench/NOTES.md).
+bool blas_runs_avx2_kernels() {
 #if defined(__x86_64__) || defined(_M_X64)
   static const bool amd = __builtin_cpu_is("amd");
-  return blocked::kVectorBytes >= 64 && amd;
+  return amd;
 #else
   return false;
 #endif
+}
+
+// Whether this variant's blocked tiles outrun torch's BLAS: AVX-512's tiles
+// where the BLAS runs AVX2 (Zen 5, 2 cores: the tiles about 300 GFLOP/s).
+// Intel's processors keep MKL, which measured faster than the tiles there
+// (sgemm 431 GFLOP/s against about 345 on a Xeon with AVX-512).
+bool tiles_outrun_blas() {
+  return blocked::kVectorBytes >= 64 && blas_runs_avx2_kernels();
+}
+
+// Whether this variant's tiles run at the BLAS's rate: AVX2's tiles where
+// the BLAS runs AVX2 (Zen 3, 2 cores, GFLOP/s tiles against MKL: float32
+// 1024^3 176 / 182, 2048^3 169 / 185; float64 77 / 70, 81 / 80).
+bool tiles_match_blas() {
+  return blocked::kVectorBytes == 32 && blas_runs_avx2_kernels();
 }
 
 // The rule of algorithm "auto" for the blocked tiles, from the forwards of
@@ -524,6 +537,16 @@ bool tiles_outrun_blas() {
 // 36.4, decoder 11.0 against 13.6; but not 128-wide lines (U-Net 256->128
 // 72.8 against 60.8, VAE 128->64 11.2 against 10.4) nor k = s, whose
 // col2im adds nothing (3-D U-Net 118 against 107).
+// Where the tiles match the BLAS (tiles_match_blas: AVX2's tiles on an AMD
+// Zen 3), the same overlapping layers take them up to 32-wide lines in
+// float32 and 64-wide ones in float64, at any channel count: forward ms,
+// tiles against MKL + col2im (Zen 3, three alternating runs), float32
+// DCGAN 512->256 31.2, 31.5, 31.2 against 33.7, 31.6, 34.0, VAE 512->256
+// 54.2, 58.4, 58.3 against 62.7, 61.4, 61.0; but 64-wide lines, decoder
+// 22.1, 19.6, 19.2 against 20.0, 18.4, 17.2; float64 decoder 34.3, 33.7,
+// 35.8 against 41.0, 52.6, 37.4, VAE 256->128 117.9, 127.3 against 141.0,
+// 152.1, DCGAN 256->128 53.3, 51.8, 55.2 against 59.1, 56.9, 63.3; but
+// 128-wide lines, VAE 128->64 46.7 against 38.6.
 bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool channels_last) {
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   if (blocked::kVectorBytes < 32) return false;
@@ -536,13 +559,12 @@ bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool cha
   const int64_t panels = (cout + panel - 1) / panel;
   if (10 * cout < 6 * panels * panel) return false;
   const int64_t line = g.out_size[kMaxSpatialDims - 1];
-  if (tiles_outrun_blas()) {
-    bool overlapping = false;
-    for (int j = 0; j < kMaxSpatialDims; ++j) {
-      overlapping = overlapping || g.dilation[j] * (g.kernel[j] - 1) + 1 > g.stride[j];
-    }
-    return line <= 64 && overlapping;
+  bool overlapping = false;
+  for (int j = 0; j < kMaxSpatialDims; ++j) {
+    overlapping = overlapping || g.dilation[j] * (g.kernel[j] - 1) + 1 > g.stride[j];
   }
+  if (tiles_outrun_blas()) return line <= 64 && overlapping;
+  if (tiles_match_blas()) return overlapping && line <= (dtype == at::kDouble ? 64 : 32);
   return line <= 32 && cin <= 128;
 }
 
