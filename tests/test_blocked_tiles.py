@@ -254,3 +254,29 @@ def test_non_finite_weights_run_the_scalar_tiles(value):
     want = oracle(x, w, b, p)
     for check in (torch.isnan, torch.isposinf, torch.isneginf):
         assert torch.equal(check(out), check(want)), check.__name__
+
+
+@pytest.mark.parametrize("lines", [9, 16])
+def test_line_tasks_give_the_same_bits_at_every_thread_count(lines):
+    """A contiguous output's line tasks split the lines into a multiple of
+    the thread count of blocks, in whole strides of lines (an odd count
+    leaves a partial one): every line is stored once, and each output's
+    sums are the same whatever the split."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 24, lines, 7, generator=g)
+    w = torch.randn(24, 40, 3, 4, generator=g)
+    b = torch.randn(40, generator=g)
+    p = dict(stride=(2, 2), padding=(1, 1), output_padding=(1, 0), dilation=1, groups=1)
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3, 5):
+            torch.set_num_threads(threads)
+            with torch_tconv.backends.flags(algorithm="phase", tile_variant="blocked"):
+                results.append(forward(x, w, b, p))
+    finally:
+        torch.set_num_threads(previous)
+    assert results[0].shape[-2] == 2 * lines
+    assert_close_to(results[0], oracle(x, w, b, p), torch.float32, f"{lines} lines")
+    for other in results[1:]:
+        assert torch.equal(other, results[0])

@@ -336,7 +336,21 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
       line_tasks ? output_line_of_phase_lines(g, list) : std::vector<std::vector<int64_t>>{};
 
   const int64_t row_blocks = (list.max_rows + kRowsPerTask - 1) / kRowsPerTask;
-  const int64_t line_blocks = (total_lines + lines_per_task - 1) / lines_per_task;
+  // Line tasks split the lines, in whole outer strides (units), into a
+  // multiple of the thread count of blocks whose units differ by at most
+  // one: at::parallel_for gives each thread a contiguous range of tasks, and
+  // blocks of lines_per_task with a short last one had left a thread idle
+  // (DCGAN 512->256: 512 lines in 11 blocks, 6 against 4.67 blocks' work).
+  const int64_t line_units = (total_lines + outer_stride - 1) / outer_stride;
+  const int64_t threads = std::max<int64_t>(at::get_num_threads(), 1);
+  const int64_t line_blocks = std::min(
+      ((total_lines + lines_per_task - 1) / lines_per_task + threads - 1) / threads * threads,
+      std::max<int64_t>(line_units, 1));
+  const auto first_line_of = [&](int64_t block) {
+    return std::min(block * line_units / line_blocks * outer_stride, total_lines);
+  };
+  const int64_t max_task_lines =
+      line_blocks > 0 ? (line_units + line_blocks - 1) / line_blocks * outer_stride : 0;
   // Tasks (group, row block, phase), phases innermost: neighbouring tasks
   // write neighbouring outputs; or (group, line block).
   const int64_t items = line_tasks ? int64_t(g.groups) * line_blocks
@@ -344,7 +358,7 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     std::vector<const T*> a(tiles_per_block * list.max_taps * MR);
     std::vector<const T*> moved(a.size());
-    std::vector<T> sums(line_tasks ? lines_per_task * line_bytes / int64_t(sizeof(T))
+    std::vector<T> sums(line_tasks ? max_task_lines * line_bytes / int64_t(sizeof(T))
                         : direct   ? ldc
                                    : tiles_per_block * MR * ldc);
     std::vector<T> scratch(ldc);                    // the rows past a block's end
@@ -443,8 +457,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
     for (int64_t item = begin; item < end; ++item) {
       if (line_tasks) {
         const int64_t group = item / line_blocks;
-        const int64_t first_line = item % line_blocks * lines_per_task;
-        const int64_t last_line = std::min(first_line + lines_per_task, total_lines);
+        const int64_t first_line = first_line_of(item % line_blocks);
+        const int64_t last_line = first_line_of(item % line_blocks + 1);
         const int64_t first_position = first_line * line_length;
         const auto sums_of = [&](int64_t, int64_t n, int64_t position) {
           return sums.data() + (n * out_numel + position - first_position) * ldc;
