@@ -174,20 +174,11 @@ struct PackedWeight {
   std::vector<int64_t> phase_offset;  // per phase, within a group's part
   int64_t group_size = 0;             // elements per group
   int64_t panels = 0;
+  // Whether every weight is finite (neither infinite nor NaN): the tiles
+  // multiply missing taps' zeros by the weight, which 0 * inf would turn
+  // into NaN where the layer adds nothing.
+  bool finite = true;
 };
-
-// Whether none of the n values is infinite or NaN (x - x is 0 exactly for
-// the finite ones), in a loop the compiler vectorises.
-template <typename T>
-bool all_finite(const T* x, int64_t n) {
-  std::atomic<bool> finite{true};
-  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
-    bool all = true;
-    for (int64_t i = begin; i < end; ++i) all &= (x[i] - x[i] == T(0));
-    if (!all) finite.store(false, std::memory_order_relaxed);
-  });
-  return finite.load();
-}
 
 template <typename T, typename index_t>
 PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
@@ -205,9 +196,13 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
   packed.storage = at::empty({packed.group_size * g.groups},
                              at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   T* data = packed.storage.template mutable_data_ptr<T>();
+  std::atomic<bool> finite{true};
   // Per (group, input channel): its weight row (C_out/groups x taps) goes
-  // to one row of kTileCols per (phase, panel, tap).
+  // to one row of kTileCols per (phase, panel, tap). The finiteness test
+  // rides on the copy (x - x is 0 exactly for the finite values) instead
+  // of a pass of its own over the weight.
   at::parallel_for(0, int64_t(g.groups) * cin, 16, [&](int64_t begin, int64_t end) {
+    bool all_finite = true;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t group = row / cin;
       const int64_t ic = row % cin;
@@ -222,12 +217,18 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
           T* panel_dst = dst + panel * phase_taps * cin * NR;
           const int64_t columns = std::min<int64_t>(NR, cout - panel * NR);
           const T* column = src + panel * NR * kernel_taps + k;
-          for (int64_t j = 0; j < columns; ++j) panel_dst[j] = column[j * kernel_taps];
+          for (int64_t j = 0; j < columns; ++j) {
+            const T v = column[j * kernel_taps];
+            all_finite &= v - v == T(0);
+            panel_dst[j] = v;
+          }
           for (int64_t j = columns; j < NR; ++j) panel_dst[j] = T(0);
         }
       }
     }
+    if (!all_finite) finite.store(false, std::memory_order_relaxed);
   });
+  packed.finite = finite.load();
   return packed;
 }
 
@@ -291,9 +292,9 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
              const KernelGeometry<index_t>& g) {
   constexpr int MR = kTileRows;
   constexpr int64_t NR = kTileCols<T>;
-  if (!all_finite(w, int64_t(g.in_channels()) * g.out_channels_per_group * g.taps())) return false;
   const PhaseList<index_t> list(g);
   const PackedWeight<T> packed = pack_weight(w, g, list);
+  if (!packed.finite) return false;
   const T* packed_data = packed.storage.template const_data_ptr<T>();
 
   const int64_t phase_count = static_cast<int64_t>(list.phases.size());
