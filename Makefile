@@ -27,7 +27,7 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel ninja
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q pytest hypothesis numpy matplotlib tqdm onnx onnxscript onnxruntime jax
+	$(BIN)/pip install -q pytest hypothesis numpy matplotlib tqdm archspec onnx onnxscript onnxruntime jax
 	touch $@
 
 build: venv

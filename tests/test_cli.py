@@ -67,6 +67,13 @@ def test_info(tmp_path):
     assert "CPU: " in text.stdout
     info = json.loads(as_json.stdout)
     assert info["torch"] == torch.__version__
+    try:
+        import archspec.cpu
+        want = archspec.cpu.host().name
+    except ImportError:
+        want = None
+    assert info["cpu_microarchitecture"] == want
+    assert (f"({want});" in text.stdout) == (want is not None)
     assert info["cuda_kernels"] == torch_tconv.has_cuda_kernels()
     assert len(info["devices"]) == 1 + (torch.cuda.device_count()
                                         if torch.cuda.is_available() else 0)

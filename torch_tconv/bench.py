@@ -506,12 +506,28 @@ def cpu_info():
     return cpu_model, isa
 
 
+def cpu_microarchitecture():
+    """The CPU's microarchitecture as archspec (Spack's CPU detection) names
+    it, e.g. "zen3", "zen5" or "sapphirerapids": the model name alone does
+    not tell them apart (an "AMD EPYC" may be a Zen 3 or a Zen 5). None where
+    archspec is not installed (the bench extra) or cannot tell."""
+    try:
+        import archspec.cpu
+    except ImportError:
+        return None
+    try:
+        return archspec.cpu.host().name
+    except Exception:  # a label must not stop a benchmark: archspec parses /proc/cpuinfo
+        return None
+
+
 def machine_info(device, label, policy):
     cpu_model, isa = cpu_info()
     info = {
         "date": datetime.date.today().isoformat(),
         "device": label,
         "cpu_model": cpu_model,
+        "cpu_microarchitecture": cpu_microarchitecture(),
         "cpu_isa": isa,
         "cpu_count": os.cpu_count(),
         "cpu_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

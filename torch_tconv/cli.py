@@ -99,7 +99,7 @@ def build_info():
 
 
 def machine_info():
-    from .bench import cpu_info
+    from .bench import cpu_info, cpu_microarchitecture
 
     cpu_model, isa = cpu_info()
     recorded = build_info()
@@ -129,6 +129,7 @@ def machine_info():
         "cuda_architectures": archs,
         "build": recorded,
         "cpu_model": cpu_model,
+        "cpu_microarchitecture": cpu_microarchitecture(),
         "cpu_isa": isa,
         "cpu_kernel_variants": torch_tconv.backends.supported_cpu_isas(),
         "cpu_kernel_variant_in_use": torch_tconv.backends.cpu_isa_in_use(),
@@ -166,7 +167,9 @@ def cmd_info(args):
               + (f"; {built['reason']}" if built.get("reason") else "")
               + ("" if built_torch in ("unknown", info["torch"]) else
                  f"; WARNING: running under torch {info['torch']}, rebuild against it"))
-    print(f"CPU: {info['cpu_model']}; {info['cpu_count']} usable cores, "
+    print(f"CPU: {info['cpu_model']}"
+          + (f" ({info['cpu_microarchitecture']})" if info["cpu_microarchitecture"] else "")
+          + f"; {info['cpu_count']} usable cores, "
           f"{info['torch_threads']} torch threads; "
           f"ISA: {' '.join(info['cpu_isa']) or 'none listed'}")
     print(f"CPU kernels: variant {info['cpu_kernel_variant_in_use']} in use "
