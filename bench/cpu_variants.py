@@ -76,7 +76,9 @@ def main(argv=None):
     timer = benchmark.CpuTimer()
     cpu_model, isa = benchmark.cpu_info()
     lines = [f"# CPU kernel variants against torch, {datetime.date.today().isoformat()}", "",
-             f"- cpu_model: {cpu_model}", f"- cpu_isa: {isa}",
+             f"- cpu_model: {cpu_model}",
+             f"- cpu_microarchitecture: {benchmark.cpu_microarchitecture()}",
+             f"- cpu_isa: {isa}",
              f"- torch: {torch.__version__}, threads: {torch.get_num_threads()}",
              f"- variants: {variants} (auto runs {torch_tconv.backends.cpu_isa_in_use()})",
              "- float32, ms, medians of alternating calls (each variant against torch); "
