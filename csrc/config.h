@@ -80,6 +80,9 @@ struct Config {
   bool benchmark = false;
   CpuIsa cpu_isa = CpuIsa::kAuto;
   CpuGemm cpu_gemm = CpuGemm::kAuto;
+  // Advise transparent huge pages for CPU results of 32 MiB and more, which
+  // are freshly mapped on every call (result_memory.h).
+  bool cpu_huge_pages = true;
 };
 
 // A copy of the current configuration, taken atomically with respect to

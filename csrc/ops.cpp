@@ -8,6 +8,7 @@
 #include "gemm.h"
 #include "plan.h"
 #include "problem.h"
+#include "result_memory.h"
 
 namespace torch_tconv {
 namespace {
@@ -79,14 +80,14 @@ at::Tensor run_forward(const Backend& backend, const Problem& problem, const Pla
                        const std::optional<at::Tensor>& b) {
   const Geometry& g = problem.geometry;
   if (plan.path == Path::kPhase) {
-    at::Tensor out = at::empty(problem.output_shape(),
-                               input.options().memory_format(problem.result_format));
+    at::Tensor out = empty_result(problem.output_shape(),
+                                  input.options().memory_format(problem.result_format), plan.config);
     if (out.numel() != 0) backend.phase_forward(input, w, b, out, g, plan.config);
     return out;
   }
   const at::Tensor x = input.contiguous(plan.activation_format);
-  at::Tensor out =
-      at::empty(problem.output_shape(), x.options().memory_format(plan.activation_format));
+  at::Tensor out = empty_result(problem.output_shape(),
+                                x.options().memory_format(plan.activation_format), plan.config);
   if (out.numel() == 0) return out;
   if (plan.direct) {
     backend.direct_forward(x, w, b, out, g, plan.config);
@@ -114,16 +115,17 @@ at::Tensor run_input_grad(const Backend& backend, const Problem& problem, const 
                           const at::Tensor& grad_output, const at::Tensor& w) {
   const Geometry& g = problem.geometry;
   if (plan.path == Path::kPhase) {
-    at::Tensor grad_input = at::empty(problem.input_shape(),
-                                      grad_output.options().memory_format(problem.result_format));
+    at::Tensor grad_input = empty_result(
+        problem.input_shape(), grad_output.options().memory_format(problem.result_format),
+        plan.config);
     if (grad_input.numel() != 0) {
       backend.implicit_input_grad(grad_output, w, grad_input, g, plan.config);
     }
     return grad_input;
   }
   const at::Tensor gy = grad_output.contiguous(plan.activation_format);
-  at::Tensor grad_input =
-      at::empty(problem.input_shape(), gy.options().memory_format(plan.activation_format));
+  at::Tensor grad_input = empty_result(
+      problem.input_shape(), gy.options().memory_format(plan.activation_format), plan.config);
   if (grad_input.numel() == 0) return grad_input;
   if (plan.direct) {
     backend.direct_input_grad(gy, w, grad_input, g, plan.config);
@@ -175,8 +177,8 @@ std::tuple<at::Tensor, at::Tensor> run_backward(
   const at::Tensor gy = grad_output.contiguous(plan.activation_format);
   const at::Tensor x = input.contiguous(plan.activation_format);
   const Geometry& g = problem.geometry;
-  at::Tensor grad_input =
-      at::empty(problem.input_shape(), x.options().memory_format(plan.activation_format));
+  at::Tensor grad_input = empty_result(
+      problem.input_shape(), x.options().memory_format(plan.activation_format), plan.config);
   const at::Tensor w_op = input_grad_weight(w, g, plan);
   WeightGradSum grad_weight(g, x, plan);
   for_each_chunk(plan, g, x.options(), [&](const Chunk& c, const at::Tensor& cols, int64_t lane) {

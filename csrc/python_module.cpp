@@ -7,6 +7,7 @@
 #include "autotune.h"
 #include "config.h"
 #include "cpu/cpu_isa.h"
+#include "result_memory.h"
 #include "validation.h"
 
 namespace torch_tconv {
@@ -127,6 +128,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["benchmark"] = c.benchmark;
     d["cpu_isa"] = tt::name_of(tt::kCpuIsaNames, c.cpu_isa);
     d["cpu_gemm"] = tt::name_of(tt::kCpuGemmNames, c.cpu_gemm);
+    d["cpu_huge_pages"] = c.cpu_huge_pages;
     return d;
   });
   m.def(
@@ -134,7 +136,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       [](const std::string& algorithm, int64_t column_budget_bytes, bool int32_indices,
          bool cpu_row_kernels, const std::string& cpu_reduced_precision_gemm,
          const std::string& tile_variant, bool benchmark, const std::string& cpu_isa,
-         const std::string& cpu_gemm) {
+         const std::string& cpu_gemm, bool cpu_huge_pages) {
         TORCH_CHECK_VALUE(column_budget_bytes > 0,
                           "column_budget_bytes must be positive, got ", column_budget_bytes);
         tt::Config c;
@@ -150,11 +152,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         c.cpu_isa = tt::value_named(tt::kCpuIsaNames, cpu_isa, "cpu_isa");
         tt::check_cpu_isa_supported(c.cpu_isa, "cpu_isa '" + cpu_isa + "'");
         c.cpu_gemm = tt::value_named(tt::kCpuGemmNames, cpu_gemm, "cpu_gemm");
+        c.cpu_huge_pages = cpu_huge_pages;
         tt::set_config(c);
       },
       py::arg("algorithm"), py::arg("column_budget_bytes"), py::arg("int32_indices"),
       py::arg("cpu_row_kernels"), py::arg("cpu_reduced_precision_gemm"), py::arg("tile_variant"),
       py::arg("benchmark"), py::arg("cpu_isa"), py::arg("cpu_gemm"),
+      py::arg("cpu_huge_pages"),
       "Replaces the whole configuration (see torch_tconv.backends).");
   m.def("supported_cpu_isas", &tt::supported_cpu_isa_names,
         "The compiled CPU launcher variants this processor runs, narrowest first.");
@@ -192,6 +196,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("last_columns_position_major", &tt::last_columns_position_major,
         "Whether this thread's last GEMM-path call ran on channels-last activations as they "
         "are, over position-major columns.");
+  m.def(
+      "whole_huge_pages",
+      [](uint64_t begin, int64_t bytes) {
+        const tt::PageRange r = tt::whole_huge_pages(static_cast<uintptr_t>(begin), bytes);
+        return std::make_tuple(static_cast<uint64_t>(r.begin), static_cast<uint64_t>(r.end));
+      },
+      py::arg("begin"), py::arg("bytes"),
+      "The (begin, end) of the whole 2 MiB pages inside [begin, begin + bytes) that "
+      "cpu_huge_pages advises; (0, 0) where there is none.");
   m.def("last_gemm_blocked", &tt::last_gemm_blocked,
         "Whether a product ran through the register-blocked tiles (cpu_gemm) rather than "
         "ATen's bmm since this thread's last GEMM-path call began (for tests, one call at a "

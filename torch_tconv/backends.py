@@ -59,6 +59,18 @@
                                 "blocked" (the tiles, with fused multiply-adds
                                 where the variant has FMA, and AVX-512's tiles
                                 where the processor has AVX-512)
+    cpu_huge_pages              ask Linux for transparent huge pages (madvise)
+                                for CPU results of 32 MiB and more (default
+                                True): malloc maps such results afresh on
+                                every call, and their 4 KiB pages' first-write
+                                faults cost more than a depthwise layer's
+                                arithmetic (33 MiB: 11-15 ms of faults, 3 ms
+                                with huge pages, on a Zen 3). A hint only: where
+                                the kernel has them off ("never") or none is
+                                free, nothing changes. False leaves the pages
+                                as the allocator gives them (PyTorch's own
+                                allocator advises them where the environment
+                                sets THP_MEM_ALLOC_ENABLE=1)
 
 The settings are process-wide. Each op takes one snapshot of all of them
 when it starts, so a call in flight keeps its settings when another thread
@@ -80,7 +92,8 @@ import torch
 from . import _C
 
 _NAMES = ("algorithm", "column_budget_bytes", "int32_indices", "cpu_row_kernels",
-          "cpu_reduced_precision_gemm", "tile_variant", "benchmark", "cpu_isa", "cpu_gemm")
+          "cpu_reduced_precision_gemm", "tile_variant", "benchmark", "cpu_isa", "cpu_gemm",
+          "cpu_huge_pages")
 
 
 def _set(**changes):
