@@ -265,6 +265,15 @@ def test_bench_quick(tmp_path):
     assert 0 < case["fwd"]["ours_bandwidth_fraction"]
     text = reports[0].read_text()
     assert "memory bandwidth:" in text and "fwd % copy BW" in text
+    # The page settings that decide what a fresh result's first write costs.
+    machine = results["machine"]
+    assert machine["cpu_huge_pages"] is True
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        assert f"[{machine['transparent_huge_pages']}]" in mode
+    except FileNotFoundError:
+        assert machine["transparent_huge_pages"] is None
+    assert "- transparent_huge_pages: " in text
     assert not (tmp_path / "bench-results").exists()
 
 

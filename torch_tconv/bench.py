@@ -521,6 +521,21 @@ def cpu_microarchitecture():
         return None
 
 
+def transparent_huge_pages():
+    """The kernel's transparent-huge-page mode ("always", "madvise" or
+    "never"; None off Linux): with "madvise", large CPU results get huge
+    pages only where they are advised (backends.cpu_huge_pages for ours,
+    THP_MEM_ALLOC_ENABLE=1 for PyTorch's allocations), and the first write
+    of a fresh result costs several times less."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            text = f.read()
+    except OSError:
+        return None
+    match = re.search(r"\[(\w+)\]", text)
+    return match.group(1) if match else None
+
+
 def machine_info(device, label, policy):
     cpu_model, isa = cpu_info()
     info = {
@@ -539,6 +554,12 @@ def machine_info(device, label, policy):
         "torch_tconv": torch_tconv.__version__,
         "policy": asdict(policy),
     }
+    if device == "cpu":
+        info.update({
+            "transparent_huge_pages": transparent_huge_pages(),
+            "cpu_huge_pages": torch_tconv.backends.cpu_huge_pages,
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        })
     if device == "cuda":
         info.update({
             "gpu": torch.cuda.get_device_name(),
