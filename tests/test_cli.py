@@ -75,6 +75,9 @@ def test_info(tmp_path):
     assert info["cpu_microarchitecture"] == want
     assert (f"({want});" in text.stdout) == (want is not None)
     assert info["cuda_kernels"] == torch_tconv.has_cuda_kernels()
+    assert info["cpu_huge_pages"] is True
+    assert (f"advised for transparent huge pages (the kernel's mode: "
+            f"{info['transparent_huge_pages'] or 'unknown'}") in text.stdout
     assert len(info["devices"]) == 1 + (torch.cuda.device_count()
                                         if torch.cuda.is_available() else 0)
     if info["build"] is None:

@@ -99,7 +99,7 @@ def build_info():
 
 
 def machine_info():
-    from .bench import cpu_info, cpu_microarchitecture
+    from .bench import cpu_info, cpu_microarchitecture, transparent_huge_pages
 
     cpu_model, isa = cpu_info()
     recorded = build_info()
@@ -136,6 +136,8 @@ def machine_info():
         # What cpu_gemm "auto" runs for large float32/float64 GEMMs here.
         "cpu_gemm_in_use": ("blocked" if torch_tconv._C.blocked_gemm_preferred(1024, 1024, 1024)
                             else "aten"),
+        "transparent_huge_pages": transparent_huge_pages(),
+        "cpu_huge_pages": torch_tconv.backends.cpu_huge_pages,
         "cpu_count": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else os.cpu_count()),
         "torch_threads": torch.get_num_threads(),
@@ -179,6 +181,12 @@ def cmd_info(args):
           + ("torch_tconv's register-blocked tiles (torch's MKL runs AVX2 kernels on this "
              "processor)" if info["cpu_gemm_in_use"] == "blocked" else "ATen's (MKL/oneDNN)")
           + "; torch_tconv.backends.cpu_gemm chooses")
+    mode = info["transparent_huge_pages"]
+    print(f"CPU results of 32 MiB and more: "
+          + ("advised for transparent huge pages" if info["cpu_huge_pages"] else "not advised")
+          + f" (the kernel's mode: {mode or 'unknown'}"
+          + ("; 'never' ignores the advice" if mode == "never" else "")
+          + "); torch_tconv.backends.cpu_huge_pages chooses")
     gpus = info["devices"][1:]
     if not gpus:
         print("CUDA devices: none visible" + ("" if info["torch_cuda"] else
