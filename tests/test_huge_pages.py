@@ -22,17 +22,10 @@ import torch
 import torch.nn.functional as F
 
 import torch_tconv
+from torch_tconv.bench import transparent_huge_pages
 
 HUGE_PAGE = 2 << 20
 ADVISED_FROM = 32 << 20
-
-
-def _thp_mode():
-    try:
-        text = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    except OSError:
-        return None
-    return text[text.index("[") + 1:text.index("]")] if "[" in text else None
 
 
 def _mapping(address):
@@ -122,8 +115,8 @@ def runs():
 
 
 needs_madvise_mode = pytest.mark.skipif(
-    _thp_mode() != "madvise" or _mapping(torch.empty(1).data_ptr())[2] is None,
-    reason=f"transparent huge pages are {_thp_mode()!r}, not 'madvise', or smaps has no "
+    transparent_huge_pages() != "madvise" or _mapping(torch.empty(1).data_ptr())[2] is None,
+    reason=f"transparent huge pages are {transparent_huge_pages()!r}, not 'madvise', or smaps has no "
            "THPeligible")
 
 
