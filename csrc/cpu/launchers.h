@@ -51,38 +51,111 @@ void for_each_element(int64_t numel, int64_t cost, const Write& write) {
   });
 }
 
-// Runs row(r, acc) for every innermost-dim row r of an output-like tensor
-// (`rows` rows of `row_length`), each into a buffer of `acc_length`
-// accumulators, then store(acc, row r of out). One buffer per parallel task.
+// Rows up to this many positions stay whole; longer ones run in parts of
+// about this many (see RowPart): 16 KiB of float accumulators, in L1 with
+// the input they read. A one-channel signal of 2^22 inputs (k4 s2, Zen 3,
+// 2 cores): forward 40-48 ms as one row on one thread, 5.7-8.0 ms in parts
+// (bench/NOTES.md).
+constexpr int64_t kRowPartPositions = 4096;
+
+// How positions [first, end) of a row split into `count` parts of `size`
+// positions (the last part shorter), each beginning at a multiple of
+// `align` (the stride, for output rows; `first` is one too).
+struct RowParts {
+  int64_t first;
+  int64_t end;
+  int64_t count;
+  int64_t size;
+
+  RowParts(int64_t first_position, int64_t end_position, int64_t align)
+      : first(first_position), end(end_position) {
+    const int64_t length = end - first;
+    const int64_t wanted =
+        std::max<int64_t>(1, (length + kRowPartPositions - 1) / kRowPartPositions);
+    size = (length + wanted - 1) / wanted;
+    size = std::max<int64_t>(align, (size + align - 1) / align * align);
+    count = std::max<int64_t>(1, (length + size - 1) / size);
+  }
+
+  template <typename index_t>
+  RowPart<index_t> part(int64_t p) const {
+    const int64_t begin = first + p * size;
+    return {static_cast<index_t>(begin), static_cast<index_t>(std::min(size, end - begin))};
+  }
+};
+
+// Which inner ranges a launcher's row bodies take (see scatter_range).
+enum class RangeKind { kScatter, kGather };
+
+// A launcher task's inner ranges, remade only when the part changes: once
+// per task where rows are whole, once per part of a long row.
+template <typename index_t>
+class PartRanges {
+ public:
+  PartRanges(const ConvGeometry<index_t>& g, RangeKind kind)
+      : g_(g), kind_(kind), ranges_(static_cast<size_t>(g.kernel[2])) {}
+
+  const InnerRange<index_t>* of(RowPart<index_t> part) {
+    if (!made_ || part.begin != part_.begin || part.size != part_.size) {
+      if (kind_ == RangeKind::kScatter) {
+        scatter_ranges(g_, part, ranges_.data());
+      } else {
+        gather_ranges(g_, part, ranges_.data());
+      }
+      part_ = part;
+      made_ = true;
+    }
+    return ranges_.data();
+  }
+
+ private:
+  const ConvGeometry<index_t>& g_;
+  RangeKind kind_;
+  std::vector<InnerRange<index_t>> ranges_;
+  RowPart<index_t> part_{0, 0};
+  bool made_ = false;
+};
+
+// Runs row(r, part, ranges, acc) for every part of every innermost-dim row r
+// of an output-like tensor (`rows` whole rows, split as `parts`), each into a
+// buffer of accumulators, then store(part, acc, where the part begins in
+// out). One buffer per parallel task; a long row's parts spread over tasks.
 template <typename index_t, typename acc_t, typename scalar_t, typename Row, typename Store>
-void for_each_row(scalar_t* out, int64_t rows, int64_t row_length, int64_t acc_length,
-                  int64_t cost, const Row& row, const Store& store) {
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost * row_length, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(acc_length);
-    for (int64_t r = begin; r < end; ++r) {
-      row(static_cast<index_t>(r), acc.data());
-      store(acc.data(), out + r * row_length);
+void for_each_row_part(scalar_t* out, int64_t rows, const RowParts& parts,
+                       const ConvGeometry<index_t>& g, RangeKind kind, int64_t cost,
+                       const Row& row, const Store& store) {
+  const int64_t grain =
+      std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost * parts.size, 1));
+  at::parallel_for(0, rows * parts.count, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(parts.size);
+    PartRanges<index_t> ranges(g, kind);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t r = item / parts.count;
+      const RowPart<index_t> part = parts.part<index_t>(item % parts.count);
+      row(static_cast<index_t>(r), part, ranges.of(part), acc.data());
+      store(part, acc.data(), out + r * parts.end + part.begin);
     }
   });
 }
 
-// for_each_row over the output of a scattering row body (col2im, the direct
+// for_each_row_part over the output of a scattering row body (the direct
 // forward), whose accumulators are phase-major (see phase_length).
 template <typename index_t, typename acc_t, typename scalar_t, typename Row>
-void for_each_scattered_row(scalar_t* out, int64_t numel, const ConvGeometry<index_t>& g,
-                            int64_t cost, const Row& row) {
-  const int64_t length = g.out_size[2];
-  for_each_row<index_t, acc_t>(
-      out, numel / length, length, int64_t(g.stride[2]) * phase_length(g), cost, row,
-      [&](const acc_t* acc, scalar_t* dst) { store_phase_major_row(g, acc, dst); });
+void for_each_scattered_row_part(scalar_t* out, int64_t numel, const ConvGeometry<index_t>& g,
+                                 int64_t cost, const Row& row) {
+  const RowParts parts(0, g.out_size[2], g.stride[2]);
+  for_each_row_part<index_t, acc_t>(
+      out, numel / parts.end, parts, g, RangeKind::kScatter, cost, row,
+      [&](RowPart<index_t> part, const acc_t* acc, scalar_t* dst) {
+        store_phase_major_row(g.stride[2], part.size, acc, dst);
+      });
 }
 
-// The inner-dim tap ranges the row bodies take, for one launch.
+// The scatter ranges of whole output rows, for one launch.
 template <typename index_t>
-std::vector<InnerRange<index_t>> inner_ranges_of(const ConvGeometry<index_t>& g) {
+std::vector<InnerRange<index_t>> whole_row_ranges(const ConvGeometry<index_t>& g) {
   std::vector<InnerRange<index_t>> ranges(static_cast<size_t>(g.kernel[2]));
-  inner_ranges(g, ranges.data());
+  scatter_ranges(g, RowPart<index_t>{0, g.out_size[2]}, ranges.data());
   return ranges;
 }
 
@@ -102,24 +175,30 @@ void dispatch_launch_with_columns(at::ScalarType dtype, const at::Tensor& cols,
   });
 }
 
-// Parallel over output planes (n, oc, o0), each a run of out1 rows.
+// Parallel over output planes (n, oc, o0) and parts of their rows: each
+// item is one part of a run of out1 rows.
 template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 void col2im_rows(const col_t* c, const scalar_t* b, scalar_t* y, int64_t numel,
                  const KernelGeometry<index_t>& g) {
-  const auto ranges = inner_ranges_of(g);
   const int64_t rows = g.out_size[1];
-  const int64_t length = g.out_size[2];
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * rows * length));
-  at::parallel_for(0, numel / (rows * length), grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(int64_t(g.stride[2]) * phase_length(g));
-    for (int64_t plane = begin; plane < end; ++plane) {
+  const RowParts parts(0, g.out_size[2], g.stride[2]);
+  const int64_t grain =
+      std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * rows * parts.size));
+  const int64_t planes = numel / (rows * parts.end);
+  at::parallel_for(0, planes * parts.count, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(parts.size);
+    PartRanges<index_t> ranges(g, RangeKind::kScatter);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t plane = item / parts.count;
+      const RowPart<index_t> part = parts.part<index_t>(item % parts.count);
       const index_t o0 = static_cast<index_t>(plane % g.out_size[0]);
       const int64_t nc = plane / g.out_size[0];
       const index_t oc = static_cast<index_t>(nc % g.out_channels());
       const index_t n = static_cast<index_t>(nc / g.out_channels());
       for (index_t o1 = 0; o1 < rows; ++o1) {
-        col2im_row(c, b, g, ranges.data(), n, oc, o0, o1, acc.data());
-        store_phase_major_row(g, acc.data(), y + (plane * rows + o1) * length);
+        col2im_row(c, b, g, ranges.of(part), part, n, oc, o0, o1, acc.data());
+        store_phase_major_row(g.stride[2], part.size, acc.data(),
+                              y + (plane * rows + o1) * parts.end + part.begin);
       }
     }
   });
@@ -144,27 +223,32 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
   });
 }
 
-// Parallel over the (oc, outer row) rows the window reaches, whole rows,
-// each loaded, added to and stored back.
+// Parallel over the (oc, outer row) rows the window reaches and parts of
+// their reached columns (from the multiple of the stride at or below the
+// first), each part loaded, added to and stored back.
 template <typename acc_t, typename col_t, typename index_t>
 void col2im_window_rows(const col_t* c, acc_t* y, int64_t channels,
                         const KernelGeometry<index_t>& g, const WindowReach<index_t>& reach) {
   const int64_t span = reach.span;
   const int64_t outer = int64_t(g.out_size[0]) * g.out_size[1];
   const int64_t length = g.out_size[2];
-  const auto ranges = inner_ranges_of(g);
-  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * length));
-  at::parallel_for(0, channels * span, grain, [&](int64_t b, int64_t e) {
-    std::vector<acc_t> acc(int64_t(g.stride[2]) * phase_length(g));
+  const index_t s = g.stride[2];
+  const RowParts parts(reach.column / s * s, reach.column + reach.columns, s);
+  const int64_t grain = std::max<int64_t>(1, kStepsPerTask / (int64_t(g.taps()) * parts.size));
+  at::parallel_for(0, channels * span * parts.count, grain, [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(parts.size);
+    PartRanges<index_t> ranges(g, RangeKind::kScatter);
     for (int64_t i = b; i < e; ++i) {
-      const int64_t oc = i / span;
-      const int64_t outer_row = reach.begin + i % span;
-      acc_t* dst = y + (oc * outer + outer_row) * length;
-      load_phase_major_row(g, dst, acc.data());
-      col2im_row_add(c, g, ranges.data(), index_t(0), static_cast<index_t>(oc),
+      const int64_t row = i / parts.count;
+      const RowPart<index_t> part = parts.part<index_t>(i % parts.count);
+      const int64_t oc = row / span;
+      const int64_t outer_row = reach.begin + row % span;
+      acc_t* dst = y + (oc * outer + outer_row) * length + part.begin;
+      load_phase_major_row(s, part.size, dst, acc.data());
+      col2im_row_add(c, g, ranges.of(part), index_t(0), static_cast<index_t>(oc),
                      static_cast<index_t>(outer_row / g.out_size[1]),
                      static_cast<index_t>(outer_row % g.out_size[1]), acc.data());
-      store_phase_major_row(g, acc.data(), dst);
+      store_phase_major_row(s, part.size, acc.data(), dst);
     }
   });
 }
@@ -179,9 +263,7 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
     const scalar_t* c = cols.const_data_ptr<scalar_t>();
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
     const auto reach = window_reach(g);
-    // The row bodies add whole output rows; a window of part of a row (see
-    // for_each_window) reaches part of each, which the element bodies visit.
-    if (config.cpu_row_kernels && reach.column == 0 && reach.columns == g.out_size[2]) {
+    if (config.cpu_row_kernels) {
       if (reach.numel > 0) col2im_window_rows(c, y, out.size(0) * g.out_channels(), g, reach);
       return;
     }
@@ -202,7 +284,7 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
     if (config.cpu_row_kernels) {
       const int64_t length = g.in_size[2];
       const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
-      const auto ranges = inner_ranges_of(g);
+      const auto ranges = whole_row_ranges(g);
       at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
         im2col_rows(gy, g, ranges.data(), static_cast<index_t>(begin), static_cast<index_t>(end),
                     c + begin * length);
@@ -346,11 +428,11 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
     const int64_t cost = g.taps() * g.in_channels_per_group;
     if (config.cpu_row_kernels) {
-      const auto ranges = inner_ranges_of(g);
-      for_each_scattered_row<index_t, opmath_t>(y, out.numel(), g, cost,
-                                                [&](index_t r, opmath_t* acc) {
-        direct_forward_row(x, w, b, g, ranges.data(), r, acc);
-      });
+      for_each_scattered_row_part<index_t, opmath_t>(
+          y, out.numel(), g, cost,
+          [&](index_t r, RowPart<index_t> part, const InnerRange<index_t>* ranges, opmath_t* acc) {
+            direct_forward_row(x, w, b, g, ranges, part, r, acc);
+          });
       return;
     }
     for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
@@ -371,12 +453,15 @@ void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weig
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
     const int64_t cost = g.taps() * g.out_channels_per_group;
     if (config.cpu_row_kernels) {
-      const int64_t length = g.in_size[2];
-      const auto ranges = inner_ranges_of(g);
-      for_each_row<index_t, opmath_t>(
-          gx, grad_input.numel() / length, length, length, cost,
-          [&](index_t r, opmath_t* acc) { direct_input_grad_row(gy, w, g, ranges.data(), r, acc); },
-          [&](const opmath_t* acc, scalar_t* dst) { copy_row(dst, acc, length, int64_t(1)); });
+      const RowParts parts(0, g.in_size[2], 1);
+      for_each_row_part<index_t, opmath_t>(
+          gx, grad_input.numel() / parts.end, parts, g, RangeKind::kGather, cost,
+          [&](index_t r, RowPart<index_t> part, const InnerRange<index_t>* ranges, opmath_t* acc) {
+            direct_input_grad_row(gy, w, g, ranges, part, r, acc);
+          },
+          [&](RowPart<index_t> part, const opmath_t* acc, scalar_t* dst) {
+            copy_row(dst, acc, part.size, index_t(1));
+          });
       return;
     }
     for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {

@@ -15,24 +15,33 @@ TORCH_TCONV_ISA_NAMESPACE_BEGIN
 // the element bodies stay what the CUDA launchers run.
 // ---------------------------------------------------------------------------
 
-// Scattering rows (col2im, the direct forward) accumulate an output row in
-// phase-major order: output position o2 lives at
-//   acc[(o2 % stride) * phase_length + o2 / stride],
-// so that the positions one tap reaches (every stride-th) are contiguous and
-// the inner loop vectorises. The row takes stride * phase_length accumulators.
+// Launchers split innermost-dim rows longer than a few thousand positions
+// into parts, positions [begin, begin + size), so that a part's accumulators
+// stay in cache and one long row (a one-channel signal) spreads over the
+// threads. A part of an output row begins at a multiple of the stride. Rows
+// that are not split are one part, {0, length}. An output element's taps are
+// added in the same order whichever part holds it.
 template <typename index_t>
-C10_HOST_DEVICE inline index_t phase_length(const ConvGeometry<index_t>& g) {
-  return (g.out_size[2] + g.stride[2] - 1) / g.stride[2];
+struct RowPart {
+  index_t begin;
+  index_t size;
+};
+
+// Scattering rows (col2im, the direct forward) accumulate a part of an
+// output row in phase-major order: output position part.begin + j lives at
+//   acc[(j % stride) * phase_length + j / stride],
+// so that the positions one tap reaches (every stride-th) are contiguous and
+// the inner loop vectorises. A part takes stride * phase_length accumulators.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t phase_length(index_t size, index_t stride) {
+  return (size + stride - 1) / stride;
 }
 
-// Loads output row `out` (out_size[2] values, in order) into a phase-major
-// accumulator row.
+// Loads `size` output values (in order) into a phase-major accumulator part.
 template <typename acc_t, typename scalar_t, typename index_t>
-C10_HOST_DEVICE inline void load_phase_major_row(
-    const ConvGeometry<index_t>& g, const scalar_t* out, acc_t* acc) {
-  const index_t s = g.stride[2];
-  const index_t length = phase_length(g);
-  const index_t size = g.out_size[2];
+C10_HOST_DEVICE inline void load_phase_major_row(index_t s, index_t size, const scalar_t* out,
+                                                 acc_t* acc) {
+  const index_t length = phase_length(size, s);
   if (s == 2) {
     // As in store_phase_major_row: a loop the compiler vectorises.
     acc_t* __restrict__ even = acc;
@@ -53,16 +62,15 @@ C10_HOST_DEVICE inline void load_phase_major_row(
   }
 }
 
-// Stores a phase-major accumulator row as output row `out` (out_size[2]
-// values, in order). Stride 1 and 2 (most layers) get loops the compiler
-// vectorises (64-bit counters: see copy_row); the general case is a strided
-// copy per phase.
+// Stores a phase-major accumulator part as `size` output values (in
+// order). Stride 1 and 2 (most layers) get loops the compiler vectorises
+// (64-bit counters: see copy_row); the general case is a strided copy per
+// phase.
 template <typename acc_t, typename scalar_t, typename index_t>
-C10_HOST_DEVICE inline void store_phase_major_row(
-    const ConvGeometry<index_t>& g, const acc_t* __restrict__ acc, scalar_t* __restrict__ out) {
-  const index_t s = g.stride[2];
-  const index_t length = phase_length(g);
-  const index_t size = g.out_size[2];
+C10_HOST_DEVICE inline void store_phase_major_row(index_t s, index_t size,
+                                                  const acc_t* __restrict__ acc,
+                                                  scalar_t* __restrict__ out) {
+  const index_t length = phase_length(size, s);
   if (s == 1) {
     for (int64_t o2 = 0; o2 < size; ++o2) out[o2] = static_cast<scalar_t>(acc[o2]);
     return;
@@ -87,8 +95,11 @@ C10_HOST_DEVICE inline void store_phase_major_row(
 }
 
 // Range [lo, hi) of input positions along the innermost dim whose scatter
-// through one tap k2 lands inside the output, at o2 = i2 * stride + shift;
-// in a phase-major accumulator row, i2 lands at acc[acc_offset + i2].
+// through one tap k2 lands at o2 = i2 * stride + shift, inside a part of an
+// output row (scatter_range) or, for the gathering input gradient, inside
+// the output row with i2 inside a part of an input row (gather_range). The
+// term of input position i2 goes to acc[acc_offset + i2] of the part's
+// accumulators.
 template <typename index_t>
 struct InnerRange {
   index_t shift;
@@ -98,30 +109,49 @@ struct InnerRange {
 };
 
 template <typename index_t>
-C10_HOST_DEVICE inline InnerRange<index_t> inner_range(const ConvGeometry<index_t>& g,
-                                                      index_t k2) {
+C10_HOST_DEVICE inline InnerRange<index_t> scatter_range(const ConvGeometry<index_t>& g,
+                                                        index_t k2, RowPart<index_t> part) {
   const index_t s = g.stride[2];
   InnerRange<index_t> r;
   r.shift = k2 * g.dilation[2] - g.padding[2];
-  r.lo = r.shift >= 0 ? 0 : (-r.shift + s - 1) / s;
-  const index_t last = g.out_size[2] - 1 - r.shift;  // largest i2 * s allowed
+  const index_t first = part.begin - r.shift;  // smallest i2 * s allowed
+  r.lo = first <= 0 ? 0 : (first + s - 1) / s;
+  const index_t last = part.begin + part.size - 1 - r.shift;  // largest i2 * s allowed
   r.hi = last < 0 ? 0 : last / s + 1;
   if (r.hi > g.in_size[2]) r.hi = g.in_size[2];
   if (r.lo > r.hi) r.lo = r.hi;
-  // o2 = (i2 + q0) * s + phase with phase = shift mod s (in [0, s)).
+  // o2 = (i2 + q0) * s + phase with phase = shift mod s (in [0, s)); the
+  // part begins at a multiple of s, so its phases are the row's.
   const index_t phase = ((r.shift % s) + s) % s;
   const index_t q0 = (r.shift - phase) / s;
-  r.acc_offset = phase * phase_length(g) + q0;
+  r.acc_offset = phase * phase_length(part.size, s) + q0 - part.begin / s;
   return r;
 }
 
-// The row bodies below take `ranges`, the kernel[2] entries
-// inner_range(g, 0), ..., inner_range(g, kernel[2] - 1), computed once per
-// launch: per row they would cost more divisions than the row has additions.
 template <typename index_t>
-C10_HOST_DEVICE inline void inner_ranges(const ConvGeometry<index_t>& g,
-                                         InnerRange<index_t>* ranges) {
-  for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) ranges[k2] = inner_range(g, k2);
+C10_HOST_DEVICE inline InnerRange<index_t> gather_range(const ConvGeometry<index_t>& g,
+                                                       index_t k2, RowPart<index_t> part) {
+  InnerRange<index_t> r = scatter_range(g, k2, RowPart<index_t>{0, g.out_size[2]});
+  if (r.lo < part.begin) r.lo = part.begin;
+  if (r.hi > part.begin + part.size) r.hi = part.begin + part.size;
+  if (r.lo > r.hi) r.lo = r.hi;
+  r.acc_offset = -part.begin;
+  return r;
+}
+
+// The row bodies below take `ranges`, the kernel[2] entries of k2 = 0, 1,
+// ..., computed once per part and launcher task: per row they would cost more
+// divisions than a short row has additions.
+template <typename index_t>
+C10_HOST_DEVICE inline void scatter_ranges(const ConvGeometry<index_t>& g, RowPart<index_t> part,
+                                           InnerRange<index_t>* ranges) {
+  for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) ranges[k2] = scatter_range(g, k2, part);
+}
+
+template <typename index_t>
+C10_HOST_DEVICE inline void gather_ranges(const ConvGeometry<index_t>& g, RowPart<index_t> part,
+                                          InnerRange<index_t>* ranges) {
+  for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) ranges[k2] = gather_range(g, k2, part);
 }
 
 // Inner loops of the row bodies. The restrict qualifiers promise that the
@@ -180,8 +210,9 @@ C10_HOST_DEVICE inline void unravel_row(
   n = row / channels;
 }
 
-// Adds the column entries that land on output row (n, oc, o0, o1, all out2)
-// to acc, a phase-major accumulator row (see phase_length).
+// Adds the column entries that land on output row (n, oc, o0, o1), in the
+// part that `ranges` were made for, to acc, the part's phase-major
+// accumulators (see phase_length).
 template <typename acc_t, typename col_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row_add(
     const col_t* cols, const KernelGeometry<index_t>& g, const InnerRange<index_t>* ranges,
@@ -193,20 +224,20 @@ C10_HOST_DEVICE inline void col2im_row_add(
     for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
       const InnerRange<index_t> r = ranges[k2];
       const col_t* src = base + (outer_tap * g.kernel[2] + k2) * width + in_row * g.in_size[2];
-      add_row(acc + r.acc_offset + r.lo, src + r.lo, r.hi - r.lo);
+      add_row(acc + (r.acc_offset + r.lo), src + r.lo, r.hi - r.lo);
     }
   });
 }
 
-// One output row (n, oc, o0, o1, all out2) of col2im, the bias included,
-// into acc (phase-major).
+// One part of output row (n, oc, o0, o1) of col2im, the bias included, into
+// acc (phase-major); `ranges` are the part's scatter_ranges.
 template <typename acc_t, typename col_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void col2im_row(
     const col_t* cols, const scalar_t* bias, const KernelGeometry<index_t>& g,
-    const InnerRange<index_t>* ranges, index_t n,
+    const InnerRange<index_t>* ranges, RowPart<index_t> part, index_t n,
     index_t oc, index_t o0, index_t o1, acc_t* acc) {
   const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  const index_t acc_length = g.stride[2] * phase_length(g);
+  const index_t acc_length = g.stride[2] * phase_length(part.size, g.stride[2]);
   for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
   col2im_row_add(cols, g, ranges, n, oc, o0, o1, acc);
 }
@@ -263,17 +294,19 @@ C10_HOST_DEVICE inline void im2col_rows(
   }
 }
 
-// One output row of the direct forward into acc, in phase-major order.
+// One part of an output row of the direct forward into acc, in phase-major
+// order; `ranges` are the part's scatter_ranges.
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void direct_forward_row(
     const scalar_t* input, const scalar_t* weight, const scalar_t* bias,
-    const KernelGeometry<index_t>& g, const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
+    const KernelGeometry<index_t>& g, const InnerRange<index_t>* ranges, RowPart<index_t> part,
+    index_t row, acc_t* acc) {
   index_t n, oc, out[kMaxSpatialDims];
   unravel_row(row, g.out_channels(), g.out_size, n, oc, out);
   const index_t group = oc / g.out_channels_per_group;
   const index_t oc_g = oc % g.out_channels_per_group;
   const acc_t init = bias ? static_cast<acc_t>(bias[oc]) : acc_t(0);
-  const index_t acc_length = g.stride[2] * phase_length(g);
+  const index_t acc_length = g.stride[2] * phase_length(part.size, g.stride[2]);
   for (index_t j = 0; j < acc_length; ++j) acc[j] = init;
   for (index_t ic_g = 0; ic_g < g.in_channels_per_group; ++ic_g) {
     const index_t ic = group * g.in_channels_per_group + ic_g;
@@ -284,22 +317,23 @@ C10_HOST_DEVICE inline void direct_forward_row(
         const InnerRange<index_t> r = ranges[k2];
         const acc_t wk = static_cast<acc_t>(w[outer_tap * g.kernel[2] + k2]);
         const scalar_t* src = x + in_row * g.in_size[2];
-        add_scaled_row(acc + r.acc_offset + r.lo, src + r.lo, wk, r.hi - r.lo, index_t(1));
+        add_scaled_row(acc + (r.acc_offset + r.lo), src + r.lo, wk, r.hi - r.lo, index_t(1));
       }
     });
   }
 }
 
-// One input-gradient row (n, ic, in0, in1, all in2) of the direct path into
-// acc (in_size[2] values); `row` runs over N * C_in * in0 * in1.
+// One part of input-gradient row (n, ic, in0, in1) of the direct path into
+// acc (part.size values); `row` runs over N * C_in * in0 * in1 and `ranges`
+// are the part's gather_ranges.
 template <typename acc_t, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline void direct_input_grad_row(
     const scalar_t* grad_output, const scalar_t* weight, const KernelGeometry<index_t>& g,
-    const InnerRange<index_t>* ranges, index_t row, acc_t* acc) {
+    const InnerRange<index_t>* ranges, RowPart<index_t> part, index_t row, acc_t* acc) {
   index_t n, ic, in[kMaxSpatialDims];
   unravel_row(row, g.in_channels(), g.in_size, n, ic, in);
   const index_t group = ic / g.in_channels_per_group;
-  for (index_t i2 = 0; i2 < g.in_size[2]; ++i2) acc[i2] = acc_t(0);
+  for (index_t j = 0; j < part.size; ++j) acc[j] = acc_t(0);
   const index_t s = g.stride[2];
   for (index_t oc_g = 0; oc_g < g.out_channels_per_group; ++oc_g) {
     const index_t oc = group * g.out_channels_per_group + oc_g;
@@ -310,7 +344,10 @@ C10_HOST_DEVICE inline void direct_input_grad_row(
         const InnerRange<index_t> r = ranges[k2];
         const acc_t wk = static_cast<acc_t>(w[outer_tap * g.kernel[2] + k2]);
         const scalar_t* src = gy + out_row * g.out_size[2];
-        if (r.lo < r.hi) add_scaled_row(acc + r.lo, src + (r.lo * s + r.shift), wk, r.hi - r.lo, s);
+        if (r.lo < r.hi) {
+          add_scaled_row(acc + (r.acc_offset + r.lo), src + (r.lo * s + r.shift), wk,
+                         r.hi - r.lo, s);
+        }
       }
     });
   }
@@ -325,7 +362,7 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_by_rows(
     index_t weight_index) {
   index_t ic, oc, k[kMaxSpatialDims];
   unravel_weight(g, weight_index, ic, oc, k);
-  const InnerRange<index_t> r = inner_range(g, k[2]);
+  const InnerRange<index_t> r = scatter_range(g, k[2], RowPart<index_t>{0, g.out_size[2]});
   const index_t s = g.stride[2];
   acc_t acc(0);
   for (index_t n = 0; n < g.batch; ++n) {
