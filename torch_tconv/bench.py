@@ -152,6 +152,11 @@ SUITE = [
     Case("vae-128to64-k3s2op1-64x64", 4, 128, 64, 64, 64, 3, 2, 1, 1, 1, 1),
     # A super-resolution head: 4x upsampling to RGB in one layer (k8 s4 p2).
     Case("sr-head-64to3-k8s4-64x64", 4, 64, 3, 64, 64, 8, 4, 2, 0, 1, 1),
+    # Audio inference at batch 1, where one row is a whole signal: a codec
+    # decoder's last upsampler (k4 s2) on 4 s of 24 kHz audio, and a learned 8x
+    # interpolation (k16 s8) of a one-channel signal.
+    Case("codec-1d-64to32-k4s2-b1", 1, 64, 32, 1, 48000, 4, 2, 1, 0, 1, 1, dims=1),
+    Case("interp-1d-1ch-k16s8-b1", 1, 1, 1, 1, 262144, 16, 8, 4, 0, 1, 1, dims=1),
 ]
 # Cases also run in float64 (and in bfloat16 on the CPU, where every case in
 # every extra dtype would make a full run too long).
@@ -161,7 +166,8 @@ EXTRA_DTYPE_CASES = {"dcgan-256to128-8x8", "unet-256to128-64x64",
 # a full run's time (and the GPU check's benchmark stage) within bounds.
 FLOAT32_ONLY_CASES = {"grouped-g8-32x32-b8", "grouped-g8-32x32-b2", "vae-512to256-16x16",
                       "vae-256to128-32x32", "vae-128to64-k3s2op1-64x64",
-                      "sr-head-64to3-k8s4-64x64"}
+                      "sr-head-64to3-k8s4-64x64", "codec-1d-64to32-k4s2-b1",
+                      "interp-1d-1ch-k16s8-b1"}
 QUICK_CASES = {"fcn-k4s2-32x32", "dcgan-64to3-32x32", "decoder-k3s2op1-32x32"}
 
 
