@@ -485,8 +485,8 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
     for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
       gw[i] = static_cast<scalar_t>(
           rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
-               : direct_weight_grad_partial<opmath_t>(x, gy, g, i, index_t(0), positions,
-                                                      index_t(1)));
+               : direct_weight_grad_partial<opmath_t, kWeightGradLanes>(
+                     x, gy, g, i, index_t(0), positions, index_t(1)));
     });
   });
 }

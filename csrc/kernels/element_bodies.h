@@ -211,7 +211,12 @@ C10_HOST_DEVICE inline acc_t direct_input_grad_element(
 // (ic, oc_g, tap): the sum over (n, in position) = p for p in
 // [begin, end) stepping by `step`. A CPU launcher takes the whole range in one
 // call; a CUDA block splits it across threads and reduces in a fixed order.
-template <typename acc_t, typename scalar_t, typename index_t>
+// Term p goes to lane in2 % Lanes (in2: its innermost input coordinate),
+// and the lanes are added in order at the end. The CPU takes
+// kWeightGradLanes, so that its row version (direct_weight_grad_by_rows)
+// runs as vectors instead of one chain of dependent additions; a CUDA
+// thread's share is already one of many partial sums and keeps one lane.
+template <typename acc_t, int Lanes = 1, typename scalar_t, typename index_t>
 C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
     const scalar_t* input,
     const scalar_t* grad_output,
@@ -225,16 +230,20 @@ C10_HOST_DEVICE inline acc_t direct_weight_grad_partial(
   const index_t in_numel = g.in_numel();
   const index_t out_numel = g.out_numel();
 
-  acc_t acc(0);
+  acc_t lanes[Lanes];
+  for (int lane = 0; lane < Lanes; ++lane) lanes[lane] = acc_t(0);
   for (index_t p = begin; p < end; p += step) {
     index_t n, position, in[kMaxSpatialDims];
     divmod(g.in_numel_divisor, p, n, position);
     unravel_spatial(position, g.in_size_divisor, in);
     const index_t out = scatter_target(g, in, k);
     if (out < 0) continue;
-    acc += static_cast<acc_t>(input[(n * g.in_channels() + ic) * in_numel + position]) *
+    lanes[in[2] % Lanes] +=
+        static_cast<acc_t>(input[(n * g.in_channels() + ic) * in_numel + position]) *
         static_cast<acc_t>(grad_output[(n * g.out_channels() + oc) * out_numel + out]);
   }
+  acc_t acc = lanes[0];
+  for (int lane = 1; lane < Lanes; ++lane) acc += lanes[lane];
   return acc;
 }
 
