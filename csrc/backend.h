@@ -79,6 +79,17 @@ struct Backend {
   // phase_forward rather than GEMM + col2im (channels_last: the input is,
   // and so the output). Null: never.
   bool (*prefers_phase_forward)(const Geometry& g, at::ScalarType dtype, bool channels_last);
+  // Both gradients of the phase path in one call, sharing what they both
+  // read (the CPU's blocked tiles: one channels-last copy of grad_output);
+  // either result may be undefined, not computed. Null: implicit_input_grad
+  // and implicit_weight_grad run one after the other.
+  void (*phase_backward)(const at::Tensor& grad_output, const at::Tensor& input,
+                         const at::Tensor& weight, const at::Tensor& grad_input,
+                         const at::Tensor& grad_weight, const Geometry& g, const Config& config);
+  // Whether algorithm "auto" computes this problem's gradients through the
+  // phase path rather than im2col + GEMMs (channels_last: grad_output is).
+  // Null: never.
+  bool (*prefers_phase_gradients)(const Geometry& g, at::ScalarType dtype, bool channels_last);
   // c (G, M, N) = [c +] a (G, M, K) · b (G, K, N), any strides, in float32
   // or float64, through the backend's own GEMM; null where it has none
   // (ATen's bmm runs). prefers_blocked_gemm: whether Config::cpu_gemm's

@@ -19,9 +19,9 @@ enum class Algorithm { kAuto = 0, kGemm = 1, kDirect = 2, kPhase = 3 };
 
 // The engine of the implicit GEMMs. kAuto: on the GPU the tensor-core tiles
 // for float16/bfloat16 (a variant chosen from the shape) and the scalar
-// tiles for the other dtypes; on the CPU the register-blocked tiles for the
-// float32/float64 forward (cpu/blocked_phase_forward.h) and the scalar tiles
-// otherwise. kScalar forces the scalar tiles; the kMma* force a tensor-core
+// tiles for the other dtypes; on the CPU the register-blocked tiles for
+// float32/float64 (cpu/blocked_phase_forward.h, cpu/blocked_gradients.h)
+// and the scalar tiles otherwise. kScalar forces the scalar tiles; the kMma* force a tensor-core
 // tile shape for float16/bfloat16 (the other dtypes run the scalar tiles),
 // which the CPU runs through its emulation of the kernel
 // (kernels/mma_tiles.h); kBlocked is kAuto on the CPU and the scalar tiles

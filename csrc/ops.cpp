@@ -169,6 +169,16 @@ at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const
 std::tuple<at::Tensor, at::Tensor> run_backward(
     const Backend& backend, const Problem& problem, const Plan& plan,
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& w) {
+  if (plan.path == Path::kPhase && backend.phase_backward != nullptr && input.numel() != 0 &&
+      grad_output.numel() != 0) {
+    at::Tensor grad_input = empty_result(
+        problem.input_shape(), grad_output.options().memory_format(problem.result_format),
+        plan.config);
+    at::Tensor grad_weight = at::empty(problem.weight_shape(), input.options());
+    backend.phase_backward(grad_output, input, w, grad_input, grad_weight, problem.geometry,
+                           plan.config);
+    return {grad_input, grad_weight};
+  }
   if (input.numel() == 0 || grad_output.numel() == 0 || plan.path != Path::kGemm) {
     // Nothing to share: each gradient as its own op computes it.
     return {run_input_grad(backend, problem, plan, grad_output, w),

@@ -27,6 +27,12 @@ Path choose_path(const Backend& backend, const Problem& problem, at::ScalarType 
                                     problem.result_format != at::MemoryFormat::Contiguous)) {
     return Path::kPhase;
   }
+  if (problem.op != OpKind::kForward && blocked_tiles_allowed(config) &&
+      backend.prefers_phase_gradients != nullptr &&
+      backend.prefers_phase_gradients(g, dtype,
+                                      problem.result_format != at::MemoryFormat::Contiguous)) {
+    return Path::kPhase;
+  }
   return Path::kGemm;
 }
 

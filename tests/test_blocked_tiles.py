@@ -203,8 +203,9 @@ def test_auto_rule_for_contiguous_layers_of_stride_2(in_channels, out_channels, 
 
 
 def test_auto_gradients_stay_on_gemm():
-    """The tiles are a forward: "auto" computes a channels-last layer's
-    gradients with GEMMs, not with the scalar tiles of the "phase" path."""
+    """"auto" computes the gradients of a layer of more than 32 input
+    channels per group with GEMMs, whichever path its forward takes
+    (test_blocked_gradients.py has the rule's other side)."""
     x, w, b, p = make("panels_blocks_rows", torch.float32, "channels_last")
     results = {}
     for algorithm in ("auto", "gemm"):

@@ -13,9 +13,11 @@
     tile_variant                engine of the "phase" GEMMs: "auto" (on CUDA,
                                 tensor-core tiles for float16/bfloat16 with a
                                 shape chosen per GEMM; on the CPU, register-
-                                blocked tiles for the float32/float64 forward;
-                                scalar tiles otherwise), "scalar", "blocked"
-                                (the CPU's register-blocked forward; "scalar"
+                                blocked tiles for float32/float64, which
+                                "auto" also runs for the gradients of layers
+                                of 2 to 32 input channels per group; scalar
+                                tiles otherwise), "scalar", "blocked" (the
+                                CPU's register-blocked tiles; "scalar"
                                 elsewhere), or a tensor-core tile shape
                                 "mma128x64", "mma64x64", "mma64x32", "mma32x16"
                                 (float16/bfloat16 only; the CPU runs an

@@ -20,6 +20,8 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>

@@ -21,6 +21,7 @@
 #include "../kernels/row_bodies.h"
 #include "../launcher_common.h"
 #include "blocked_gemm.h"
+#include "blocked_gradients.h"
 #include "blocked_phase_forward.h"
 #include "mma_emulation.h"
 
@@ -653,6 +654,30 @@ bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool cha
   return line <= 32 && cin <= 128;
 }
 
+// The rule of algorithm "auto" for the blocked gradients: layers of 2 to 32
+// input channels per group (one is the direct path's), where im2col + GEMM
+// runs GEMMs of so few rows that the column buffer and the GEMM's packing
+// cost more than the products, with output channels that fill 60% of the
+// tiles' panels. Zen 3, 2 cores, backward op ms, blocked against im2col +
+// GEMMs (medians of 80 calls, one process): float32 grouped 128->128 in 8
+// groups at batch 2 2.42 / 3.66, batch 8 10.9 / 14.9, batch 16 21.1 / 30.7,
+// channels-last batch 2 3.6 / 4.4; 2 groups of 32 at batch 16 21.7 / 26.1;
+// 4 groups of 16, k3 s1, 3.5 / 6.5; FCN k4 s2 (21 channels) 1.49 / 1.66;
+// float64 grouped batch 2 6.5 / 9.4, FCN 2.4 / 3.3. But not deeper layers,
+// whose GEMMs run at the BLAS's full rate: DCGAN 256->128 73.7 / 58.8, VAE
+// 256->128 137 / 130, U-Net 256->128 232 / 158; nor 3 output channels (a
+// fifth of a panel) 26.1 / 13.1.
+bool prefers_phase_gradients_cpu(const Geometry& g, at::ScalarType dtype, bool) {
+  if (dtype != at::kFloat && dtype != at::kDouble) return false;
+  if (blocked::kVectorBytes < 32) return false;
+  const int64_t cin = g.in_channels_per_group;
+  const int64_t cout = g.out_channels_per_group;
+  if (cin < 2 || cin > 32) return false;
+  const int64_t panel = dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
+  const int64_t panels = (cout + panel - 1) / panel;
+  return 10 * cout >= 6 * panels * panel;
+}
+
 // c = [c +] a · b through the blocked tiles (cpu/blocked_gemm.h), whose
 // output columns must be contiguous: where c's rows are instead, it
 // computes cᵀ = bᵀ · aᵀ, and otherwise sums into a contiguous copy.
@@ -692,24 +717,144 @@ bool prefers_blocked_gemm_cpu(int64_t m, int64_t n, int64_t) {
   return tiles_outrun_blas() && m >= 48 && n >= 48;
 }
 
+// grad_output (N, C_out, out...), contiguous or channels-last, as the
+// blocked gradients read it: (N, out..., groups, padded) with each group's
+// channels zero-padded to `padded` (whole column panels of the tiles), in
+// `workspace` (allocated at the first call that needs it, `elements` long),
+// or a view where grad_output is channels-last already and needs no
+// padding.
+template <typename T>
+at::Tensor padded_pixels(const at::Tensor& grad_output, int64_t groups, int64_t padded,
+                         at::Tensor& workspace, int64_t elements) {
+  const int64_t batch = grad_output.size(0);
+  const int64_t channels = grad_output.size(1);
+  const int64_t per_group = channels / groups;
+  const int64_t positions = grad_output.numel() / std::max<int64_t>(batch * channels, 1);
+  if (!grad_output.is_contiguous() && padded == per_group) {
+    return grad_output.movedim(1, -1).contiguous().view({batch, positions, groups, per_group});
+  }
+  if (!workspace.defined()) workspace = at::empty({elements}, grad_output.options());
+  const at::Tensor pixels = workspace.narrow(0, 0, batch * positions * groups * padded)
+                                .view({batch, positions, groups, padded});
+  if (!grad_output.is_contiguous()) {
+    pixels.narrow(3, per_group, padded - per_group).zero_();
+    pixels.narrow(3, 0, per_group).copy_(
+        grad_output.movedim(1, -1).reshape({batch, positions, groups, per_group}));
+    return pixels;
+  }
+  // A contiguous grad_output, transposed in blocks of vectors (ATen's copy
+  // of the permuted view took 21% of a grouped layer's input gradient, more
+  // than the tiles: `perf`, 128 channels, 64x64; scalar stores, 11%).
+  constexpr int64_t kPositionsPerTask = 64;
+  const int64_t blocks = (positions + kPositionsPerTask - 1) / kPositionsPerTask;
+  const T* src = grad_output.const_data_ptr<T>();
+  T* dst = pixels.mutable_data_ptr<T>();
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks;
+      const int64_t p0 = item % blocks * kPositionsPerTask;
+      blocked::transpose_to_pixels(src + n * channels * positions, positions, groups, per_group,
+                                   padded, p0, std::min(p0 + kPositionsPerTask, positions),
+                                   dst + n * positions * groups * padded);
+    }
+  });
+  return pixels;
+}
+
+// Whether a call of this dtype runs the blocked gradients.
+template <typename scalar_t>
+constexpr bool has_blocked_tiles() {
+  return std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+}
+
+// The gradients asked for (either may be undefined) through the blocked
+// tiles, in chunks of samples whose padded grad_output fits one column
+// chunk, all in one buffer: a fresh copy of a whole large grad_output paid
+// its page faults on every call (the grouped layer at batch 16, 32 MiB:
+// each gradient alone 28-33 ms, against 19 through im2col and GEMMs).
+// False, with nothing written, where the input gradient is asked for and
+// the weight is not finite (see blocked::input_gradient).
+template <typename scalar_t, typename G>
+bool blocked_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                      const at::Tensor& weight, const at::Tensor& grad_input,
+                      const at::Tensor& grad_weight, const G& g) {
+  constexpr int64_t NR = blocked::kTileCols<scalar_t>;
+  const int64_t padded = (g.out_channels_per_group + NR - 1) / NR * NR;
+  blocked::PackedWeight<scalar_t> packed;
+  if (grad_input.defined()) {
+    packed = blocked::pack_input_grad_weight(weight.const_data_ptr<scalar_t>(), g);
+    if (!packed.finite) return false;
+  }
+  const int64_t per_sample = int64_t(g.out_numel()) * g.groups * padded;
+  const int64_t step = std::clamp<int64_t>(
+      kColumnChunkBytes / int64_t(sizeof(scalar_t)) / std::max<int64_t>(per_sample, 1), 1,
+      std::max<int64_t>(g.batch, 1));
+  const at::Tensor x = !grad_weight.defined() || input.is_contiguous()
+                           ? input
+                           : input.contiguous(input.suggest_memory_format());
+  at::Tensor workspace;
+  for (int64_t n0 = 0; n0 < g.batch; n0 += step) {
+    G chunk = g;
+    chunk.batch = std::min<int64_t>(step, g.batch - n0);
+    const at::Tensor pixels = padded_pixels<scalar_t>(grad_output.narrow(0, n0, chunk.batch),
+                                                      g.groups, padded, workspace,
+                                                      step * per_sample);
+    const scalar_t* gy = pixels.const_data_ptr<scalar_t>();
+    if (grad_input.defined()) {
+      const at::Tensor gx = grad_input.narrow(0, n0, chunk.batch);
+      const auto layout = layout_of<int64_t>(gx);
+      blocked::input_gradient(gy, g.groups * padded, padded, packed,
+                              gx.mutable_data_ptr<scalar_t>(), layout.channel, layout.step, chunk);
+    }
+    if (grad_weight.defined()) {
+      const at::Tensor xn = x.narrow(0, n0, chunk.batch);
+      const auto layout = layout_of<int64_t>(xn);
+      blocked::weight_gradient(xn.const_data_ptr<scalar_t>(), layout.channel, layout.step, gy,
+                               g.groups * padded, padded,
+                               grad_weight.mutable_data_ptr<scalar_t>(), n0 > 0, chunk);
+    }
+  }
+  return true;
+}
+
+// Both gradients of the phase path (either may be undefined: not asked
+// for): through the blocked tiles for float32 and float64 where the tile
+// variant allows them, else the scalar tiles.
+void phase_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                        const at::Tensor& weight, const at::Tensor& grad_input,
+                        const at::Tensor& grad_weight, const Geometry& geometry,
+                        const Config& config) {
+  dispatch_launch(grad_output.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+    using scalar_t = decltype(tag);
+    if constexpr (has_blocked_tiles<scalar_t>()) {
+      if (blocked_tiles_allowed(config) &&
+          blocked_backward<scalar_t>(grad_output, input, weight, grad_input, grad_weight, g)) {
+        return;
+      }
+    }
+    if (grad_input.defined()) {
+      implicit_gemm_cpu<scalar_t>(input_grad_gemm<scalar_t>(grad_output, weight, grad_input, g),
+                                  config);
+    }
+    if (grad_weight.defined()) {
+      implicit_gemm_cpu<scalar_t>(weight_grad_gemm<scalar_t>(input, grad_output, grad_weight, g),
+                                  config);
+    }
+  });
+}
+
 void implicit_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
                              const at::Tensor& grad_input, const Geometry& geometry,
                              const Config& config) {
-  dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    implicit_gemm_cpu<scalar_t>(input_grad_gemm<scalar_t>(grad_output, weight, grad_input, g),
-                                config);
-  });
+  phase_backward_cpu(grad_output, at::Tensor(), weight, grad_input, at::Tensor(), geometry,
+                     config);
 }
 
 void implicit_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_output,
                               const at::Tensor& grad_weight, const Geometry& geometry,
                               const Config& config) {
-  dispatch_launch(grad_weight.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
-    using scalar_t = decltype(tag);
-    implicit_gemm_cpu<scalar_t>(weight_grad_gemm<scalar_t>(input, grad_output, grad_weight, g),
-                                config);
-  });
+  phase_backward_cpu(grad_output, input, at::Tensor(), at::Tensor(), grad_weight, geometry,
+                     config);
 }
 
 // Sums n values in the op-math dtype in a fixed order: eight interleaved
@@ -835,6 +980,8 @@ const Backend& launchers_backend() {
       implicit_input_grad_cpu,
       implicit_weight_grad_cpu,
       prefers_phase_forward_cpu,
+      phase_backward_cpu,
+      prefers_phase_gradients_cpu,
       blocked_gemm_cpu,
       prefers_blocked_gemm_cpu,
       bias_grad_cpu,

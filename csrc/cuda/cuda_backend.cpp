@@ -41,6 +41,8 @@ const Backend& cuda_backend() {
       cuda::implicit_input_grad,
       cuda::implicit_weight_grad,
       /*prefers_phase_forward=*/nullptr,
+      /*phase_backward=*/nullptr,
+      /*prefers_phase_gradients=*/nullptr,
       /*blocked_gemm=*/nullptr,
       /*prefers_blocked_gemm=*/nullptr,
       /*bias_grad=*/nullptr,
