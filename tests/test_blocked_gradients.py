@@ -4,7 +4,7 @@ a strided convolution of grad_output and the weight gradient as outer
 products, both from one channels-last copy of grad_output whose groups are
 padded to whole column panels, made per chunk of samples. Algorithm "auto"
 takes them for float32/float64 layers of 2 to 32 input channels per group
-whose output channels fill 60% of the panels.
+and at most 64 taps whose output channels fill 60% of the panels.
 
 The layers below reach what the small layer table (test_implicit_gemm.py)
 does not: groups whose channels fill whole panels (the copy is then a view
@@ -127,7 +127,7 @@ def test_gradients_give_the_same_bits_at_every_thread_count():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_auto_takes_the_blocked_gradients_for_few_channels_per_group(dtype):
     """The rule of algorithm "auto": the blocked gradients for 2 to 32 input
-    channels per group, im2col + GEMMs for more. Each path gives its own
+    channels per group and at most 64 taps, im2col + GEMMs otherwise. Each path gives its own
     bits, which tell them apart."""
     x, w, gy, p = make("grouped_whole_panels", dtype)
     blocked = gradients(x, w, gy, p, algorithm="phase")
@@ -138,14 +138,16 @@ def test_auto_takes_the_blocked_gradients_for_few_channels_per_group(dtype):
     # Forcing the scalar tiles keeps "auto" on im2col + GEMMs.
     for auto, want in zip(gradients(x, w, gy, p, tile_variant="scalar"), gemm):
         assert torch.equal(auto, want)
-    # 64 input channels per group: im2col + GEMMs.
-    deep = torch.randn(2, 64, 5, 5, dtype=dtype)
-    deep_w = torch.randn(64, 16, 4, 4, dtype=dtype)
-    deep_gy = torch.randn(2, 16, 10, 10, dtype=dtype)
-    params = dict(stride=2, padding=1, output_padding=0, dilation=1, groups=1)
-    for auto, want in zip(gradients(deep, deep_w, deep_gy, params),
-                          gradients(deep, deep_w, deep_gy, params, algorithm="gemm")):
-        assert torch.equal(auto, want)
+    # 64 input channels per group, or 21 with 256 taps (FCN k16 s8): im2col
+    # + GEMMs.
+    for channels, kernel, stride in ((64, 4, 2), (21, 16, 8)):
+        x = torch.randn(2, channels, 5, 5, dtype=dtype)
+        w = torch.randn(channels, 16, kernel, kernel, dtype=dtype)
+        params = dict(stride=stride, padding=stride // 2, output_padding=0, dilation=1, groups=1)
+        gy = torch.randn(REFERENCE[2](x, w, None, **params).shape, dtype=dtype)
+        for auto, want in zip(gradients(x, w, gy, params),
+                              gradients(x, w, gy, params, algorithm="gemm")):
+            assert torch.equal(auto, want)
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])

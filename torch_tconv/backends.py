@@ -15,7 +15,8 @@
                                 shape chosen per GEMM; on the CPU, register-
                                 blocked tiles for float32/float64, which
                                 "auto" also runs for the gradients of layers
-                                of 2 to 32 input channels per group; scalar
+                                of 2 to 32 input channels per group and at
+                                most 64 taps; scalar
                                 tiles otherwise), "scalar", "blocked" (the
                                 CPU's register-blocked tiles; "scalar"
                                 elsewhere), or a tensor-core tile shape

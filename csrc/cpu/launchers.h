@@ -663,16 +663,20 @@ bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool cha
 // groups at batch 2 2.42 / 3.66, batch 8 10.9 / 14.9, batch 16 21.1 / 30.7,
 // channels-last batch 2 3.6 / 4.4; 2 groups of 32 at batch 16 21.7 / 26.1;
 // 4 groups of 16, k3 s1, 3.5 / 6.5; FCN k4 s2 (21 channels) 1.49 / 1.66;
-// float64 grouped batch 2 6.5 / 9.4, FCN 2.4 / 3.3. But not deeper layers,
-// whose GEMMs run at the BLAS's full rate: DCGAN 256->128 73.7 / 58.8, VAE
-// 256->128 137 / 130, U-Net 256->128 232 / 158; nor 3 output channels (a
-// fifth of a panel) 26.1 / 13.1.
+// float64 grouped batch 2 6.5 / 9.4, FCN 2.4 / 3.3; 64 taps (k8 s4, 21
+// channels) 1.78 / 1.91, 36 taps (k6, 32 channels) 4.3 / 6.9. But not
+// deeper layers, whose GEMMs run at the BLAS's full rate: DCGAN 256->128
+// 73.7 / 58.8, VAE 256->128 137 / 130, U-Net 256->128 232 / 158; nor 3
+// output channels (a fifth of a panel) 26.1 / 13.1; nor FCN k16 s8 (256
+// taps: the input gradient's depth blocks of one channel each move every
+// tile's pointers, the weight gradient's calls sum 16 inputs each) 10.0 /
+// 8.6.
 bool prefers_phase_gradients_cpu(const Geometry& g, at::ScalarType dtype, bool) {
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   if (blocked::kVectorBytes < 32) return false;
   const int64_t cin = g.in_channels_per_group;
   const int64_t cout = g.out_channels_per_group;
-  if (cin < 2 || cin > 32) return false;
+  if (cin < 2 || cin > 32 || g.taps() > 64) return false;
   const int64_t panel = dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
   const int64_t panels = (cout + panel - 1) / panel;
   return 10 * cout >= 6 * panels * panel;
