@@ -96,9 +96,9 @@ def test_each_gradient_alone(name):
     x, w, gy, p = make(name, torch.float64)
     want_input, want_weight = oracle(x, w, gy, p)
     ops = torch.ops.torch_tconv
-    args = (p["stride"], p["padding"], p["dilation"], p["groups"])
-    expand = lambda v: list(v) if isinstance(v, tuple) else [v] * (x.dim() - 2)  # noqa: E731
-    args = [expand(a) for a in args[:3]] + [args[3]]
+    dims = x.dim() - 2
+    args = [list(p[key]) if isinstance(p[key], tuple) else [p[key]] * dims
+            for key in ("stride", "padding", "dilation")] + [p["groups"]]
     with torch_tconv.backends.flags(algorithm="phase"):
         grad_input = ops.conv_transpose_input_grad(gy, w, list(x.shape[2:]), *args)
         grad_weight = ops.conv_transpose_weight_grad(x, gy, list(w.shape[2:]), *args)

@@ -137,12 +137,7 @@ PackedWeight<T> pack_input_grad_weight(const T* w, const KernelGeometry<index_t>
       T* dst = data + group * packed.group_size + panel * taps * cout * NR;
       for (int64_t t = 0; t < taps; ++t) {
         for (int64_t oc = 0; oc < cout; ++oc, dst += NR) {
-          for (int64_t j = 0; j < columns; ++j) {
-            const T v = first[(j * cout + oc) * taps + t];
-            all_finite &= v - v == T(0);
-            dst[j] = v;
-          }
-          for (int64_t j = columns; j < NR; ++j) dst[j] = T(0);
+          all_finite &= pack_panel_row(first + oc * taps + t, cout * taps, columns, dst);
         }
       }
     }

@@ -180,6 +180,22 @@ struct PackedWeight {
   bool finite = true;
 };
 
+// One row of a packed panel: `columns` weights `step` apart from src,
+// then zeros to kTileCols. Returns whether they are all finite (x - x is 0
+// exactly for the finite values), the test riding on the copy instead of a
+// pass of its own over the weight.
+template <typename T>
+bool pack_panel_row(const T* src, int64_t step, int64_t columns, T* dst) {
+  bool all_finite = true;
+  for (int64_t j = 0; j < columns; ++j) {
+    const T v = src[j * step];
+    all_finite &= v - v == T(0);
+    dst[j] = v;
+  }
+  for (int64_t j = columns; j < kTileCols<T>; ++j) dst[j] = T(0);
+  return all_finite;
+}
+
 template <typename T, typename index_t>
 PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
                             const PhaseList<index_t>& list) {
@@ -198,9 +214,7 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
   T* data = packed.storage.template mutable_data_ptr<T>();
   std::atomic<bool> finite{true};
   // Per (group, input channel): its weight row (C_out/groups x taps) goes
-  // to one row of kTileCols per (phase, panel, tap). The finiteness test
-  // rides on the copy (x - x is 0 exactly for the finite values) instead
-  // of a pass of its own over the weight.
+  // to one row of kTileCols per (phase, panel, tap).
   at::parallel_for(0, int64_t(g.groups) * cin, 16, [&](int64_t begin, int64_t end) {
     bool all_finite = true;
     for (int64_t row = begin; row < end; ++row) {
@@ -214,15 +228,9 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
         const int64_t phase_taps = list.phases[p].taps;
         T* dst = group_dst + packed.phase_offset[p] + (t * cin + ic) * NR;
         for (int64_t panel = 0; panel < packed.panels; ++panel) {
-          T* panel_dst = dst + panel * phase_taps * cin * NR;
-          const int64_t columns = std::min<int64_t>(NR, cout - panel * NR);
-          const T* column = src + panel * NR * kernel_taps + k;
-          for (int64_t j = 0; j < columns; ++j) {
-            const T v = column[j * kernel_taps];
-            all_finite &= v - v == T(0);
-            panel_dst[j] = v;
-          }
-          for (int64_t j = columns; j < NR; ++j) panel_dst[j] = T(0);
+          all_finite &= pack_panel_row(src + panel * NR * kernel_taps + k, kernel_taps,
+                                       std::min<int64_t>(NR, cout - panel * NR),
+                                       dst + panel * phase_taps * cin * NR);
         }
       }
     }

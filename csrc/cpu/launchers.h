@@ -633,6 +633,15 @@ bool tiles_match_blas() {
 // 35.8 against 41.0, 52.6, 37.4, VAE 256->128 117.9, 127.3 against 141.0,
 // 152.1, DCGAN 256->128 53.3, 51.8, 55.2 against 59.1, 56.9, 63.3; but
 // 128-wide lines, VAE 128->64 46.7 against 38.6.
+// Whether `columns` output channels fill 60% of the tiles' panels of
+// `dtype` (float32 or float64): the tiles compute whole panels.
+bool fills_panels(int64_t columns, at::ScalarType dtype) {
+  const int64_t panel =
+      dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
+  const int64_t panels = (columns + panel - 1) / panel;
+  return 10 * columns >= 6 * panels * panel;
+}
+
 bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool channels_last) {
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   if (blocked::kVectorBytes < 32) return false;
@@ -641,9 +650,7 @@ bool prefers_phase_forward_cpu(const Geometry& g, at::ScalarType dtype, bool cha
   if (channels_last) return cin >= 32 && cout >= 32;
   const int64_t stride = *std::max_element(g.stride, g.stride + kMaxSpatialDims);
   if (stride >= 4) return cin >= 16 && cout >= 16;
-  const int64_t panel = dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
-  const int64_t panels = (cout + panel - 1) / panel;
-  if (10 * cout < 6 * panels * panel) return false;
+  if (!fills_panels(cout, dtype)) return false;
   const int64_t line = g.out_size[kMaxSpatialDims - 1];
   bool overlapping = false;
   for (int j = 0; j < kMaxSpatialDims; ++j) {
@@ -677,9 +684,7 @@ bool prefers_phase_gradients_cpu(const Geometry& g, at::ScalarType dtype, bool) 
   const int64_t cin = g.in_channels_per_group;
   const int64_t cout = g.out_channels_per_group;
   if (cin < 2 || cin > 32 || g.taps() > 64) return false;
-  const int64_t panel = dtype == at::kFloat ? blocked::kTileCols<float> : blocked::kTileCols<double>;
-  const int64_t panels = (cout + panel - 1) / panel;
-  return 10 * cout >= 6 * panels * panel;
+  return fills_panels(cout, dtype);
 }
 
 // c = [c +] a · b through the blocked tiles (cpu/blocked_gemm.h), whose
