@@ -303,17 +303,7 @@ void input_gradient(const T* gy, int64_t gy_pixel, int64_t gy_group, const Packe
           }
         }
       }
-      if (gx_channel == 1) {
-        for (int64_t r = 0; r < count; ++r) {
-          std::memcpy(gx_rows[r], sums.data() + r * ldc, cin * sizeof(T));
-        }
-      } else {
-        // A channel at a time: the rows' pixels of one channel are
-        // neighbours, one row's channels a plane apart.
-        for (int64_t ic = 0; ic < cin; ++ic) {
-          for (int64_t r = 0; r < count; ++r) gx_rows[r][ic * gx_channel] = sums[r * ldc + ic];
-        }
-      }
+      store_rows(sums.data(), ldc, count, cin, gx_rows.data(), gx_channel);
     }
   });
 }

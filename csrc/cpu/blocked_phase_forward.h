@@ -274,6 +274,23 @@ std::vector<std::vector<int64_t>> output_line_of_phase_lines(const KernelGeometr
   return lines;
 }
 
+// Stores the first `columns` sums of each of `rows` rows (ldc apart) at
+// dst[r], channels channel_stride apart: whole pixels where that is 1,
+// else a channel at a time, since the rows' values of one channel share a
+// few cache lines while one row's channels lie a plane apart, in the same
+// L1 set where a plane is a multiple of 4 KiB.
+template <typename T>
+void store_rows(const T* sums, int64_t ldc, int64_t rows, int64_t columns, T* const* dst,
+                int64_t channel_stride) {
+  if (channel_stride == 1) {
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(dst[r], sums + r * ldc, columns * sizeof(T));
+    return;
+  }
+  for (int64_t c = 0; c < columns; ++c) {
+    for (int64_t r = 0; r < rows; ++r) dst[r][c * channel_stride] = sums[r * ldc + c];
+  }
+}
+
 // The forward into `y` through the blocked tiles, from `x` channels-last
 // (N, in..., C_in). y_channel and y_step are the output's channel and
 // position strides (contiguous or channels-last, see ActivationLayout).
@@ -516,20 +533,8 @@ bool forward(const T* x, const T* w, const T* bias, T* y, int64_t y_channel, int
         return direct ? y_rows[r] : sums.data() + r * ldc;
       });
       if (direct) continue;
-      const int64_t rows = row_end - row_begin;
-      if (y_channel == 1) {
-        for (int64_t r = 0; r < rows; ++r) {
-          std::memcpy(y_rows[r], sums.data() + r * ldc, cout * sizeof(T));
-        }
-      } else {
-        // A contiguous output of lines too long for line tasks, a channel
-        // at a time: the rows' outputs of one channel share a few cache
-        // lines, while one row's channels lie a plane apart, in the same
-        // L1 set where a plane is a multiple of 4 KiB.
-        for (int64_t oc = 0; oc < cout; ++oc) {
-          for (int64_t r = 0; r < rows; ++r) y_rows[r][oc * y_channel] = sums[r * ldc + oc];
-        }
-      }
+      // A contiguous output here has lines too long for line tasks.
+      store_rows(sums.data(), ldc, row_end - row_begin, cout, y_rows.data(), y_channel);
     }
   });
   return true;
