@@ -78,8 +78,11 @@ void transpose_to_pixels(const T* sample, int64_t positions, int64_t groups, int
   using V = typename Vec<T>::type;
   // Whole vectors loaded and stored in registers (a memcpy into the array
   // went through the stack in halves, and the shuffles then waited on the
-  // failed store forwarding: 36% of the copy's samples on one instruction).
-  typedef T Unaligned __attribute__((vector_size(kVectorBytes), aligned(sizeof(T))));
+  // failed store forwarding: 36% of the copy's samples on one instruction),
+  // through a vector type that may alias the elements, as GCC's own
+  // unaligned intrinsic types do.
+  typedef T Unaligned
+      __attribute__((vector_size(kVectorBytes), aligned(sizeof(T)), may_alias));
   constexpr int L = Vec<T>::kLanes;
   const int64_t pixel = groups * padded;
   const int64_t whole_end = p0 + (p1 - p0) / L * L;
