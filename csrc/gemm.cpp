@@ -38,7 +38,7 @@ at::Tensor input_part(const at::Tensor& t, const Chunk& c) {
 at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
-  if (is_one_whole_sample(c) && t.scalar_type() == dtype) {
+  if (is_one_sample(c) && t.scalar_type() == dtype) {
     return input_part(t, c).view({g.groups, g.in_channels_per_group, g.in_numel()});
   }
   auto out = at::empty({g.groups, g.in_channels_per_group, n, g.in_numel()},
@@ -63,7 +63,7 @@ at::Tensor position_rows_of_contiguous(const at::Tensor& t, const Chunk& c,
                                       at::ScalarType dtype) {
   const Geometry& g = c.g;
   const int64_t n = g.batch;
-  if (is_one_whole_sample(c) && t.scalar_type() == dtype) {
+  if (is_one_sample(c) && t.scalar_type() == dtype) {
     // One sample's (C_in/G, positions) planes are already its rows,
     // transposed: the GEMM reads them as they are.
     return group_major(t, c, dtype).transpose(1, 2);
@@ -120,8 +120,8 @@ void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& pla
     }
     return;
   }
-  if (is_one_whole_sample(c) && same_dtype) {
-    // The GEMM writes the sample in place, with no copy (a kernel launch less
+  if (is_one_sample(c) && same_dtype) {
+    // The GEMM writes the sample's part in place, with no copy (a kernel launch less
     // on the GPU).
     at::Tensor dx = input_part(grad_input, c).view({g.groups, g.in_channels_per_group, positions});
     bmm_into(plan, dx, w_op, cols);

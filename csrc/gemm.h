@@ -25,7 +25,7 @@ at::Tensor input_part(const at::Tensor& t, const Chunk& c);
 
 // The GEMM operand of the chunk's part of an input-shaped (N, C_in, in...)
 // tensor: the same data as (groups, C_in/groups, n * positions), in the
-// column dtype.
+// column dtype; within one sample a view (see is_one_sample).
 at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype);
 
 // The chunk's rows of a channels-last (N, C, in...) tensor, one per
@@ -33,9 +33,9 @@ at::Tensor group_major(const at::Tensor& t, const Chunk& c, at::ScalarType dtype
 // C/groups): a view, the position-major GEMMs' activation operand.
 at::Tensor position_rows(const at::Tensor& t, const Chunk& c);
 
-// The same rows of a contiguous (N, C, in...) tensor, in `dtype`: for one
-// whole sample a transposed view (the GEMM reads it as it is), else a
-// transposing copy.
+// The same rows of a contiguous (N, C, in...) tensor, in `dtype`: within one
+// sample a transposed view (the GEMM reads it as it is), else a transposing
+// copy.
 at::Tensor position_rows_of_contiguous(const at::Tensor& t, const Chunk& c,
                                       at::ScalarType dtype);
 
