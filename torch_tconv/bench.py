@@ -5,7 +5,8 @@ dtype planned for it, the benchmark
   * checks our forward against torch's once (relative max-abs error),
   * times the forward alone and forward+backward, alternating ours and torch's
     call by call after a warm-up, and keeps the median of each,
-  * measures the peak memory of one forward+backward of each,
+  * measures the peak memory of one forward+backward of each (on the CPU,
+    both what the allocator held and the resident set),
 and relates the times to ceilings measured in the same run (a large GEMM for
 GFLOP/s, a large copy for GB/s). Results go to DIR/<date>-<device>.{md,json,png},
 or DIR/<date>-<k>-<device>.* when that day already has results there.
@@ -22,6 +23,7 @@ See bench/NOTES.md for the method.
 """
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -384,6 +386,45 @@ def cpu_peak_mb(fn, s):
     return (max(peak, _rss_bytes()) - before) / 2**20
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 sent to /dev/null: the profiler's library logs its
+    start and stop there (and, on a machine without a GPU, a failed device
+    count), two lines per case that would bury the progress bar. fn has
+    already run once in the timings, so nothing of its own is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def cpu_allocated_peak_mb(fn, s):
+    """Peak increase of the bytes held through PyTorch's CPU allocator during
+    fn(s), from the profiler's allocation and free events in time order: what
+    CUDA's max_memory_allocated measures, the tensors alone. Unlike RSS it
+    does not depend on where malloc places blocks in its heap, which earlier
+    cases shape (the same case's RSS peak moved from 48.8 MB in a full run to
+    28.3 in a process of its own). Memory that bypasses the allocator (a
+    BLAS's own buffers, std::vector) is not seen; the RSS column sees it."""
+    from torch.profiler import ProfilerActivity, profile
+    gc.collect()
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU],
+                                     profile_memory=True) as prof:
+        fn(s)
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak / 2**20
+
+
 # --- ceilings ------------------------------------------------------------------------
 
 def gemm_gflops(device, dtype, n, timer, repeats):
@@ -626,9 +667,12 @@ def run_case(case, dtype_name, device, timer, policy, ceilings, bandwidth_gbs):
                                                bandwidth_gbs),
                              "repeats": fb[2]}
 
-        peak_mb = cuda_peak_mb if device == "cuda" else cpu_peak_mb
+        peak_mb = cuda_peak_mb if device == "cuda" else cpu_allocated_peak_mb
         result["peak_mb"] = {"ours": peak_mb(ours_fb, input_sets[0]),
                              "torch": peak_mb(torch_fb, input_sets[0])}
+        if device == "cpu":
+            result["peak_rss_mb"] = {"ours": cpu_peak_mb(ours_fb, input_sets[0]),
+                                     "torch": cpu_peak_mb(torch_fb, input_sets[0])}
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
         # One failing case (an unsupported dtype, out of memory) should not
         # cost the rest of the run.
@@ -700,6 +744,9 @@ def results_table(results, with_bandwidth):
     if with_bandwidth:
         header += ["fwd MB moved", "fwd GB/s ours / torch", "fwd % copy BW ours / torch"]
     header += ["peak MB ours / torch"]
+    with_rss = any("peak_rss_mb" in r for r in results)
+    if with_rss:
+        header += ["peak RSS MB ours / torch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         if r["status"] == "ERROR":
@@ -719,9 +766,10 @@ def results_table(results, with_bandwidth):
                 cells += [f"{fwd['bytes'] / 1e6:.1f}", _pair(fwd, "gbs", ".1f"),
                           f"{100 * fwd['ours_bandwidth_fraction']:.1f} / "
                           f"{100 * fwd['torch_bandwidth_fraction']:.1f}"]
-            peak = r["peak_mb"]
-            cells.append("n/a" if peak["ours"] is None
-                         else f"{peak['ours']:.1f} / {peak['torch']:.1f}")
+            for key in ("peak_mb", "peak_rss_mb") if with_rss else ("peak_mb",):
+                peak = r.get(key, {"ours": None})
+                cells.append("n/a" if peak["ours"] is None
+                             else f"{peak['ours']:.1f} / {peak['torch']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
