@@ -168,12 +168,15 @@ def test_auto_takes_the_tiles_for_contiguous_layers_of_large_strides(stride, cha
 
 # Whether "auto" takes the tiles where they are slower than the BLAS (output
 # lines up to 32, at most 128 input channels), level with it (overlapping
-# taps, lines up to 32 in float32 and 64 in float64, any channel count) and
-# faster (overlapping taps, lines up to 64).
+# taps, lines up to 32 in float32 and 64 in float64, any channel count; any
+# line with at most 32 input channels) and faster (overlapping taps, lines
+# up to 64).
 @pytest.mark.parametrize("in_channels, out_channels, width, dtype, slower, level, faster", [
     (70, 40, 11, torch.float32, True, True, True),     # output lines of 22
     (21, 21, 11, torch.float32, True, True, True),     # few channels, short lines
-    (21, 21, 20, torch.float32, False, False, True),   # few channels, output lines of 40
+    (21, 21, 20, torch.float32, False, True, True),    # few channels, output lines of 40
+    (32, 32, 40, torch.float32, False, True, False),   # 32 channels, output lines of 80
+    (33, 40, 40, torch.float32, False, False, False),  # 33 channels, output lines of 80
     (21, 21, 20, torch.float64, False, True, True),    # the same in float64
     (70, 40, 20, torch.float32, False, False, True),   # output lines of 40
     (140, 40, 11, torch.float32, False, True, True),   # more than 128 input channels

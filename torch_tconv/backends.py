@@ -16,7 +16,8 @@
                                 blocked tiles for float32/float64, which
                                 "auto" also runs for the gradients of layers
                                 of 2 to 32 input channels per group and at
-                                most 64 taps; scalar
+                                most 64 taps, and for their forwards on AMD
+                                processors with AVX2 alone; scalar
                                 tiles otherwise), "scalar", "blocked" (the
                                 CPU's register-blocked tiles; "scalar"
                                 elsewhere), or a tensor-core tile shape
