@@ -125,9 +125,7 @@ PackedWeight<T> pack_input_grad_weight(const T* w, const KernelGeometry<index_t>
   packed.panels = (cin + NR - 1) / NR;
   packed.phase_offset = {0};
   packed.group_size = packed.panels * taps * cout * NR;
-  packed.storage = at::empty({packed.group_size * g.groups},
-                             at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  T* data = packed.storage.template mutable_data_ptr<T>();
+  T* data = packed.allocate(g.groups);
   std::atomic<bool> finite{true};
   at::parallel_for(0, int64_t(g.groups) * packed.panels, 1, [&](int64_t begin, int64_t end) {
     bool all_finite = true;
@@ -169,21 +167,6 @@ std::vector<std::array<int64_t, kMaxSpatialDims>> kernel_coordinates(
   return taps;
 }
 
-// The output pixel that the tap at kernel coordinates k of input pixel
-// `in` reaches, as a linear position, or -1 where it falls outside the
-// output.
-template <typename index_t>
-int64_t output_position_of_tap(const KernelGeometry<index_t>& g, const int64_t* in,
-                               const std::array<int64_t, kMaxSpatialDims>& k) {
-  int64_t position = 0;
-  for (int j = 0; j < kMaxSpatialDims; ++j) {
-    const int64_t o = in[j] * g.stride[j] - g.padding[j] + k[j] * g.dilation[j];
-    if (o < 0 || o >= g.out_size[j]) return -1;
-    position = position * g.out_size[j] + o;
-  }
-  return position;
-}
-
 // The output line (linear over the outer dims) that the tap at kernel
 // coordinates k of input pixel `in` reaches, or -1 where its outer
 // coordinates fall outside the output.
@@ -192,11 +175,26 @@ int64_t output_line_of_tap(const KernelGeometry<index_t>& g, const int64_t* in,
                            const std::array<int64_t, kMaxSpatialDims>& k) {
   int64_t line = 0;
   for (int j = 0; j < kMaxSpatialDims - 1; ++j) {
-    const int64_t o = in[j] * g.stride[j] - g.padding[j] + k[j] * g.dilation[j];
-    if (o < 0 || o >= g.out_size[j]) return -1;
+    index_t o;
+    if (!scatter_coordinate(g, j, index_t(in[j]), index_t(k[j]), o)) return -1;
     line = line * g.out_size[j] + o;
   }
   return line;
+}
+
+// The output pixel that the tap at kernel coordinates k of input pixel
+// `in` reaches, as a linear position, or -1 where it falls outside the
+// output.
+template <typename index_t>
+int64_t output_position_of_tap(const KernelGeometry<index_t>& g, const int64_t* in,
+                               const std::array<int64_t, kMaxSpatialDims>& k) {
+  constexpr int kInner = kMaxSpatialDims - 1;
+  const int64_t line = output_line_of_tap(g, in, k);
+  index_t o;
+  if (line < 0 || !scatter_coordinate(g, kInner, index_t(in[kInner]), index_t(k[kInner]), o)) {
+    return -1;
+  }
+  return line * g.out_size[kInner] + o;
 }
 
 // grad_input through the tiles, with the weight packed by
@@ -240,7 +238,7 @@ void input_gradient(const T* gy, int64_t gy_pixel, int64_t gy_group, const Packe
   at::parallel_for(0, int64_t(g.groups) * row_blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<const T*> tap_line(taps);
     std::vector<const T*> a(tiles_per_block * taps * MR);
-    std::vector<const T*> moved(a.size());
+    std::vector<const T*> moved(channel_block < cout ? a.size() : 0);
     std::vector<T> sums(tiles_per_block * MR * ldc);
     std::vector<T*> out(tiles_per_block * MR);   // where each row's sums go
     std::vector<T*> gx_rows(kRowsPerTask);        // each row's grad_input pixel

@@ -178,6 +178,14 @@ struct PackedWeight {
   // multiply missing taps' zeros by the weight, which 0 * inf would turn
   // into NaN where the layer adds nothing.
   bool finite = true;
+
+  // Allocates storage for `groups` groups of group_size elements; returns
+  // its data.
+  T* allocate(int64_t groups) {
+    storage = at::empty({group_size * groups},
+                        at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    return storage.template mutable_data_ptr<T>();
+  }
 };
 
 // One row of a packed panel: `columns` weights `step` apart from src,
@@ -209,9 +217,7 @@ PackedWeight<T> pack_weight(const T* w, const KernelGeometry<index_t>& g,
     packed.phase_offset.push_back(packed.group_size);
     packed.group_size += packed.panels * int64_t(phase.taps) * cin * NR;
   }
-  packed.storage = at::empty({packed.group_size * g.groups},
-                             at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  T* data = packed.storage.template mutable_data_ptr<T>();
+  T* data = packed.allocate(g.groups);
   std::atomic<bool> finite{true};
   // Per (group, input channel): its weight row (C_out/groups x taps) goes
   // to one row of kTileCols per (phase, panel, tap).
