@@ -162,6 +162,17 @@ def forward_op(x, w, b, params):
     return ops.conv_transpose(x, w, b, *op_params(params))
 
 
+def forward_and_grads(forward, x, w, b, params, grad_output=None, seed=1):
+    """((output, grad_input, grad_weight, grad_bias), grad_output) of
+    forward(x, w, b, params), for grad_output or a random one from `seed`."""
+    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
+    out = forward(x, w, b, params)
+    if grad_output is None:
+        grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed),
+                                  dtype=torch.float64).to(out)
+    return (out.detach(), *torch.autograd.grad(out, (x, w, b), grad_output)), grad_output
+
+
 # --- hypothesis strategies -------------------------------------------------
 
 # How a tensor's values are laid out in memory: every op must give the same

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import torch_tconv
-from common_utils import assert_close_to, forward_op, oracle
+from common_utils import assert_close_to, forward_and_grads, forward_op, oracle
 
 # name: (in_channels, out_channels, groups, input length, kernel, stride,
 # padding, dilation, output_padding); the output lengths are in comments.
@@ -42,17 +42,9 @@ def long_row_case(name, dims, dtype, seed=0):
     return x.to(dtype), w.to(dtype), b.to(dtype), params
 
 
-def forward_and_grads(x, w, b, params, seed=1):
-    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
-    out = forward_op(x, w, b, params)
-    grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed),
-                              dtype=torch.float64).to(out.dtype)
-    return (out.detach(), *torch.autograd.grad(out, (x, w, b), grad_output)), grad_output
-
-
 def check_against_oracle(name, dims, dtype):
     x, w, b, params = long_row_case(name, dims, dtype)
-    got, grad_output = forward_and_grads(x, w, b, params)
+    got, grad_output = forward_and_grads(forward_op, x, w, b, params)
     want = oracle(x, w, b, grad_output, **params)
     for what, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, want):
         assert_close_to(g, e, dtype, f"{name} {dims}-D {what}")
@@ -88,7 +80,7 @@ def test_long_row_parts_equal_element_bodies(name, algorithm, budget):
     results = []
     for rows in (True, False):
         with torch_tconv.backends.flags(cpu_row_kernels=rows, **budget_flags):
-            results.append(forward_and_grads(x, w, b, params)[0])
+            results.append(forward_and_grads(forward_op, x, w, b, params)[0])
     for what, row, element in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
         assert torch.equal(row, element), what
 
@@ -108,6 +100,6 @@ def test_long_row_parts_in_every_cpu_variant(name, settings, isa):
     results = []
     for variant in ("base", isa):
         with torch_tconv.backends.flags(cpu_isa=variant, **settings):
-            results.append(forward_and_grads(x, w, b, params)[0])
+            results.append(forward_and_grads(forward_op, x, w, b, params)[0])
     for what, base, wide in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
         assert torch.equal(base, wide), what

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import torch_tconv
-from common_utils import DEVICES, assert_close_to, layer_names, make_case, oracle
+from common_utils import (DEVICES, assert_close_to, forward_and_grads, layer_names, make_case,
+                          oracle)
 
 ops = torch.ops.torch_tconv
 
@@ -116,12 +117,8 @@ def test_chunked_batch(name, algorithm, device, one_sample_per_chunk):
     check_against_oracle(x, w, b, params, torch.float64)
 
 
-def forward_and_grads(x, w, b, params, grad_output=None):
-    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
-    out = torch_tconv.conv_transpose2d(x, w, b, **params)
-    if grad_output is None:
-        grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
-    return (out.detach(), *torch.autograd.grad(out, (x, w, b), grad_output))
+def functional_forward(x, w, b, params):
+    return torch_tconv.conv_transpose2d(x, w, b, **params)
 
 
 @pytest.mark.parametrize("algorithm", ["gemm", "direct"], indirect=True)
@@ -135,7 +132,7 @@ def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm, reduced_pre
     results = []
     for rows in (True, False):
         with torch_tconv.backends.flags(cpu_row_kernels=rows):
-            results.append(forward_and_grads(x, w, b, params))
+            results.append(forward_and_grads(functional_forward, x, w, b, params)[0])
     for what, row, element in zip(("output", "grad_input", "grad_weight", "grad_bias"), *results):
         assert torch.equal(row, element), what
 
