@@ -645,8 +645,8 @@ bool tiles_match_blas() {
 // alone, with the columns' pages kept warm from call to call, they draw:
 // grouped batch 2 2.68 against 2.35, batch 8 10.7 against 11.6, FCN 1.20
 // against 1.26, 32->16 k4 s2 3.08 against 3.11, 32->32 k3 s1 6.90 against
-// 4.77. The grouped layer's peak memory at batch 2 falls from 12.1 MB
-// (8 MiB of columns) to about 5.
+// 4.77. The grouped layer's forward+backward peak at batch 2 falls from
+// 12.1 MB (the forward's 8 MiB of columns) to 7.2.
 // Whether `columns` output channels fill 60% of the tiles' panels of
 // `dtype` (float32 or float64): the tiles compute whole panels.
 bool fills_panels(int64_t columns, at::ScalarType dtype) {
@@ -811,13 +811,12 @@ bool blocked_backward(const at::Tensor& grad_output, const at::Tensor& input,
     if (!packed.finite) return false;
   }
   const int64_t per_sample = int64_t(g.out_numel()) * g.groups * padded;
-  // A chunk's copy also holds at most half of grad_output's elements: for
-  // small layers a whole-batch copy added more to the backward's peak than
-  // PyTorch's own workspace (FCN k4 s2 at batch 4, 2 MiB of padded pixels:
-  // 4.0 MB held at the peak against PyTorch's 3.9). The backward op alone,
-  // ms, whole batch against halves (one process, alternating): FCN 1.53 /
-  // 1.59, 1.82 / 1.99, 2.31 / 2.34; the grouped layer at batch 2 3.22 /
-  // 2.79 (one sample per chunk: its 2 MiB stay in cache).
+  // A chunk's copy also holds at most half of grad_output's elements, which
+  // halves the workspace of small layers (FCN k4 s2 at batch 4: 2 MiB of
+  // padded pixels to 1) and runs the grouped layer at batch 2 one sample
+  // per chunk. The backward op alone, ms, whole batch against halves (one
+  // process, alternating): FCN 1.53 / 1.59, 1.82 / 1.99, 2.31 / 2.34; the
+  // grouped layer at batch 2 3.22 / 2.79.
   const int64_t chunk_elements =
       std::min<int64_t>(kColumnChunkBytes / int64_t(sizeof(scalar_t)),
                         int64_t(g.batch) * g.out_numel() * g.groups * g.out_channels_per_group / 2);
