@@ -19,7 +19,7 @@ endif
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= $(shell nproc)
 
-.PHONY: venv build test bench sanitize ptxas gpu-check clean
+.PHONY: venv build test bench sanitize sanitize-build sanitize-test ptxas gpu-check clean
 
 venv: $(STAMP)
 
@@ -36,9 +36,16 @@ build: venv
 test: build
 	$(BIN)/pytest tests -q -rs
 
-# The CPU suite against an AddressSanitizer + UBSan build (scripts/sanitize.sh).
+# The CPU suite against an AddressSanitizer + UBSan build (scripts/sanitize.sh),
+# and its two halves.
 sanitize: venv
-	bash scripts/sanitize.sh $(BIN)/python
+	bash scripts/sanitize.sh all $(BIN)/python
+
+sanitize-build: venv
+	bash scripts/sanitize.sh build $(BIN)/python
+
+sanitize-test: venv
+	bash scripts/sanitize.sh test $(BIN)/python
 
 bench: build
 	$(BIN)/python bench/benchmark.py
