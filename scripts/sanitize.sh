@@ -12,7 +12,7 @@
 #
 # usage: scripts/sanitize.sh [build|test|all] [PYTHON]
 #   (default: all, .venv/bin/python). `build` and `test` are the two halves
-#   of `all`, so that CI can build while another suite runs.
+#   of `all`, so that CI can time each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:-all}
