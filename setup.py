@@ -78,8 +78,9 @@ def extension():
     # at::parallel_for is an OpenMP loop in torch's headers: without -fopenmp
     # it silently runs on one thread. No contraction of a * b + c into FMAs:
     # the CPU variants of cpu_isa.h, with and without FMA, then give the same
-    # bits.
-    cxx_flags = ["-O3", "-fno-fast-math", "-ffp-contract=off", "-fopenmp"]
+    # bits. -g0: Python's compiler flags ask for debug information, which
+    # made the launcher files' compile 1.25x as long (bench/NOTES.md).
+    cxx_flags = ["-O3", "-g0", "-fno-fast-math", "-ffp-contract=off", "-fopenmp"]
     link_flags = ["-fopenmp"]
     if os.environ.get("TORCH_TCONV_SANITIZE") == "1":
         sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import torch_tconv
-from common_utils import forward_op, make_case
+from common_utils import assert_close_to, forward_and_grads, forward_op, make_case, oracle
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -40,12 +40,12 @@ def results(name, dtype, settings, channels_last=False):
         return (out, *torch.autograd.grad(out, leaves, gy))
 
 
+# Not the element bodies: like the emulated tensor-core tiles, they run in
+# the baseline variant whichever is set (test_reference_paths_run_in_the_baseline).
 PATHS = {
     "gemm-rows": dict(algorithm="gemm"),
-    "gemm-elements": dict(algorithm="gemm", cpu_row_kernels=False),
     "gemm-windows": dict(algorithm="gemm", column_budget_bytes=64),
     "direct-rows": dict(algorithm="direct"),
-    "direct-elements": dict(algorithm="direct", cpu_row_kernels=False),
     # The scalar tiles: the register-blocked ones fuse multiply-adds where the
     # variant has FMA, and are compared with the oracle instead
     # (test_blocked_tiles.py).
@@ -93,6 +93,29 @@ def test_the_setting_selects_the_variant():
         expected = {"base": "cpu_base", "avx2": "cpu_avx2",
                     "avx512": "cpu_avx2_with_avx512_tiles"}[SUPPORTED[-1]]
         assert torch_tconv._C.cpu_backend_name() == expected
+
+
+REFERENCE_PATHS = [dict(cpu_row_kernels=False), dict(tile_variant="mma64x32")]
+
+
+@pytest.mark.parametrize("isa", SUPPORTED)
+@pytest.mark.parametrize("settings", REFERENCE_PATHS, ids=["elements", "mma"])
+def test_reference_paths_run_in_the_baseline(isa, settings):
+    """Only the baseline variant compiles the element bodies and the emulated
+    tensor-core tiles (cpu/launchers.h): a wider variant hands those calls to
+    it, and would raise on an internal assertion if it were given one."""
+    with torch_tconv.backends.flags(cpu_isa=isa, **settings):
+        assert torch_tconv._C.cpu_backend_name() == "cpu_base"
+    with torch_tconv.backends.flags(cpu_isa=isa):
+        assert torch_tconv._C.cpu_backend_name() == "cpu_" + isa
+    x, w, b, p = make_case("dcgan_k4s2p1", 3, torch.float16, "cpu", seed=5)
+    for algorithm in ("direct", "gemm", "phase"):
+        with torch_tconv.backends.flags(cpu_isa=isa, algorithm=algorithm, **settings):
+            actual, gy = forward_and_grads(forward_op, x, w, b, p, seed=6)
+        expected = oracle(x, w, b, gy, **p)
+        for what, a, e in zip(("output", "grad_input", "grad_weight", "grad_bias"),
+                              actual, expected):
+            assert_close_to(a, e, torch.float16, f"{algorithm} {what}")
 
 
 def test_unknown_and_unsupported_variants_are_refused():

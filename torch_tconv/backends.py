@@ -30,7 +30,9 @@
     int32_indices               32-bit index arithmetic where every tensor has
                                 fewer than 2^31 elements (default True)
     cpu_row_kernels             CPU launchers run row bodies (default True) or
-                                the element bodies that CUDA runs
+                                the element bodies that CUDA runs (for tests:
+                                in the "base" variant whatever cpu_isa says,
+                                as the emulated tensor-core tiles)
     benchmark                   when algorithm is "auto": time the algorithms
                                 and tile variants at the first call of each
                                 shape (op, device, dtype, sizes, settings) and

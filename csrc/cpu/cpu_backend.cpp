@@ -98,10 +98,25 @@ const Backend& avx2_with_avx512_tiles() {
   return backend;
 }
 
+// Whether the call asks for a reference path, which only the baseline
+// variant compiles (kReferencePaths in cpu/launchers.h).
+bool asks_for_reference_path(const Config& config) {
+  switch (config.tile_variant) {
+    case TileVariant::kMma128x64:
+    case TileVariant::kMma64x64:
+    case TileVariant::kMma64x32:
+    case TileVariant::kMma32x16:
+      return true;
+    default:
+      return !config.cpu_row_kernels;
+  }
+}
+
 }  // namespace
 
 const Backend& cpu_backend_for(const Config& config) {
   const CpuIsa isa = resolve_cpu_isa(config.cpu_isa);
+  if (asks_for_reference_path(config)) return cpu_launchers_base();
   static const bool named_by_environment = cpu_isa_from_environment() != nullptr;
   if (config.cpu_isa == CpuIsa::kAuto && !named_by_environment && isa == CpuIsa::kAvx2 &&
       cpu_isa_supported(CpuIsa::kAvx512)) {

@@ -32,6 +32,25 @@ namespace {
 // Inner-loop steps worth one parallel task.
 constexpr int64_t kStepsPerTask = 32768;
 
+// The reference paths: the element bodies that the CUDA launchers run
+// (Config::cpu_row_kernels false) and the emulated tensor-core tiles (an
+// MMA tile variant). They run the GPU's index arithmetic on the CPU for the
+// tests, not for speed, so only the baseline variant compiles them, and
+// cpu_backend_for hands every call that asks for them to it: a third of a
+// wider variant's code, and of its compile time (bench/NOTES.md).
+#ifdef TORCH_TCONV_CPU_REFERENCE_PATHS
+constexpr bool kReferencePaths = true;
+#else
+constexpr bool kReferencePaths = false;
+#endif
+
+// Whether the call asks for the element bodies; never in a wider variant.
+bool element_bodies_requested(const Config& config) {
+  TORCH_INTERNAL_ASSERT(kReferencePaths || config.cpu_row_kernels,
+                        "the element bodies run in the baseline variant only");
+  return !config.cpu_row_kernels;
+}
+
 // Column buffer per chunk: about a core's L2, so that col2im and the
 // gradient GEMMs read what the forward GEMM or im2col just wrote from cache.
 // Measured on a 2-core Xeon with 2 MiB L2 per core (bench/NOTES.md).
@@ -214,13 +233,15 @@ void col2im_cpu(const at::Tensor& cols, const std::optional<at::Tensor>& bias,
     using index_t = index_type<decltype(g)>;
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    if (config.cpu_row_kernels) {
-      col2im_rows<opmath_t>(c, b, y, out.numel(), g);
-      return;
+    if (element_bodies_requested(config)) {
+      if constexpr (kReferencePaths) {
+        for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
+          y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
+        });
+        return;
+      }
     }
-    for_each_element<index_t>(out.numel(), g.taps(), [&](index_t i) {
-      y[i] = static_cast<scalar_t>(col2im_element<opmath_t>(c, b, g, i));
-    });
+    col2im_rows<opmath_t>(c, b, y, out.numel(), g);
   });
 }
 
@@ -264,13 +285,15 @@ void col2im_window_cpu(const at::Tensor& cols, const at::Tensor& out, const Geom
     const scalar_t* c = cols.const_data_ptr<scalar_t>();
     opmath_t* y = out.mutable_data_ptr<opmath_t>();
     const auto reach = window_reach(g);
-    if (config.cpu_row_kernels) {
-      if (reach.numel > 0) col2im_window_rows(c, y, out.size(0) * g.out_channels(), g, reach);
-      return;
+    if (element_bodies_requested(config)) {
+      if constexpr (kReferencePaths) {
+        for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
+          col2im_window_element(c, y, g, reach, e);
+        });
+        return;
+      }
     }
-    for_each_element<index_t>(reach.numel, g.taps(), [&](index_t e) {
-      col2im_window_element(c, y, g, reach, e);
-    });
+    if (reach.numel > 0) col2im_window_rows(c, y, out.size(0) * g.out_channels(), g, reach);
   });
 }
 
@@ -282,18 +305,20 @@ void im2col_cpu(const at::Tensor& grad_output, const at::Tensor& cols, const Geo
     using col_t = std::remove_pointer_t<decltype(c)>;
     using index_t = index_type<decltype(g)>;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    if (config.cpu_row_kernels) {
-      const int64_t length = g.in_size[2];
-      const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
-      const auto ranges = whole_row_ranges(g);
-      at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
-        im2col_rows(gy, g, ranges.data(), static_cast<index_t>(begin), static_cast<index_t>(end),
-                    c + begin * length);
-      });
-      return;
+    if (element_bodies_requested(config)) {
+      if constexpr (kReferencePaths) {
+        for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
+          c[i] = static_cast<col_t>(im2col_element(gy, g, i));
+        });
+        return;
+      }
     }
-    for_each_element<index_t>(cols.numel(), 1, [&](index_t i) {
-      c[i] = static_cast<col_t>(im2col_element(gy, g, i));
+    const int64_t length = g.in_size[2];
+    const int64_t grain = std::max<int64_t>(1, kStepsPerTask / length);
+    const auto ranges = whole_row_ranges(g);
+    at::parallel_for(0, cols.numel() / length, grain, [&](int64_t begin, int64_t end) {
+      im2col_rows(gy, g, ranges.data(), static_cast<index_t>(begin), static_cast<index_t>(end),
+                  c + begin * length);
     });
   });
 }
@@ -428,17 +453,19 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     const scalar_t* b = bias_ptr<scalar_t>(bias);
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
     const int64_t cost = g.taps() * g.in_channels_per_group;
-    if (config.cpu_row_kernels) {
-      for_each_scattered_row_part<index_t, opmath_t>(
-          y, out.numel(), g, cost,
-          [&](index_t r, RowPart<index_t> part, const InnerRange<index_t>* ranges, opmath_t* acc) {
-            direct_forward_row(x, w, b, g, ranges, part, r, acc);
-          });
-      return;
+    if (element_bodies_requested(config)) {
+      if constexpr (kReferencePaths) {
+        for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
+          y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
+        });
+        return;
+      }
     }
-    for_each_element<index_t>(out.numel(), cost, [&](index_t i) {
-      y[i] = static_cast<scalar_t>(direct_forward_element<opmath_t>(x, w, b, g, i));
-    });
+    for_each_scattered_row_part<index_t, opmath_t>(
+        y, out.numel(), g, cost,
+        [&](index_t r, RowPart<index_t> part, const InnerRange<index_t>* ranges, opmath_t* acc) {
+          direct_forward_row(x, w, b, g, ranges, part, r, acc);
+        });
   });
 }
 
@@ -453,21 +480,23 @@ void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weig
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
     const int64_t cost = g.taps() * g.out_channels_per_group;
-    if (config.cpu_row_kernels) {
-      const RowParts parts(0, g.in_size[2], 1);
-      for_each_row_part<index_t, opmath_t>(
-          gx, grad_input.numel() / parts.end, parts, g, RangeKind::kGather, cost,
-          [&](index_t r, RowPart<index_t> part, const InnerRange<index_t>* ranges, opmath_t* acc) {
-            direct_input_grad_row(gy, w, g, ranges, part, r, acc);
-          },
-          [&](RowPart<index_t> part, const opmath_t* acc, scalar_t* dst) {
-            copy_row(dst, acc, part.size, index_t(1));
-          });
-      return;
+    if (element_bodies_requested(config)) {
+      if constexpr (kReferencePaths) {
+        for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {
+          gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
+        });
+        return;
+      }
     }
-    for_each_element<index_t>(grad_input.numel(), cost, [&](index_t i) {
-      gx[i] = static_cast<scalar_t>(direct_input_grad_element<opmath_t>(gy, w, g, i));
-    });
+    const RowParts parts(0, g.in_size[2], 1);
+    for_each_row_part<index_t, opmath_t>(
+        gx, grad_input.numel() / parts.end, parts, g, RangeKind::kGather, cost,
+        [&](index_t r, RowPart<index_t> part, const InnerRange<index_t>* ranges, opmath_t* acc) {
+          direct_input_grad_row(gy, w, g, ranges, part, r, acc);
+        },
+        [&](RowPart<index_t> part, const opmath_t* acc, scalar_t* dst) {
+          copy_row(dst, acc, part.size, index_t(1));
+        });
   });
 }
 
@@ -482,12 +511,17 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
     const index_t positions = g.batch * g.in_numel();
-    const bool rows = config.cpu_row_kernels;
+    if (element_bodies_requested(config)) {
+      if constexpr (kReferencePaths) {
+        for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
+          gw[i] = static_cast<scalar_t>(direct_weight_grad_partial<opmath_t, kWeightGradLanes>(
+              x, gy, g, i, index_t(0), positions, index_t(1)));
+        });
+        return;
+      }
+    }
     for_each_element<index_t>(grad_weight.numel(), positions, [&](index_t i) {
-      gw[i] = static_cast<scalar_t>(
-          rows ? direct_weight_grad_by_rows<opmath_t>(x, gy, g, i)
-               : direct_weight_grad_partial<opmath_t, kWeightGradLanes>(
-                     x, gy, g, i, index_t(0), positions, index_t(1)));
+      gw[i] = static_cast<scalar_t>(direct_weight_grad_by_rows<opmath_t>(x, gy, g, i));
     });
   });
 }
@@ -527,7 +561,8 @@ void run_gemm_tiles(const View& v, int64_t depth_step, int64_t steps_per_depth, 
 
 template <typename scalar_t, typename View>
 void implicit_gemm_cpu(const View& v, const Config& config) {
-  if constexpr (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>) {
+  if constexpr (kReferencePaths &&
+                (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>)) {
     // The emulation steps through every thread of a block: many times the
     // scalar tile's work per product.
     constexpr int64_t kEmulationSteps = 16;
