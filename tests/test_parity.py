@@ -137,6 +137,44 @@ def test_cpu_row_bodies_equal_element_bodies(name, dtype, algorithm, reduced_pre
         assert torch.equal(row, element), what
 
 
+# Inner-dim stride, padding, dilation, kernel size and output padding for
+# the depthwise forward's register rows (csrc/cpu/register_rows.h): strides
+# and paddings that leave phases short or uncovered at their edges.
+REGISTER_ROW_LAYERS = [(1, 0, 1, 3, 0), (2, 1, 1, 4, 0), (2, 0, 2, 3, 1), (2, 3, 1, 4, 1),
+                       (3, 2, 1, 5, 2)]
+
+
+@pytest.mark.parametrize("isa", torch_tconv.backends.supported_cpu_isas())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layer", REGISTER_ROW_LAYERS, ids=str)
+def test_register_rows_equal_element_bodies(layer, dtype, isa):
+    """The depthwise forward's float32/float64 rows sum in vector registers
+    (one input channel per group; two take the row body); the element bodies
+    add the same terms one element at a time. Bit for bit, on every variant
+    (4 to 16 lanes), over row widths around the lane counts (full chunks, the
+    overlapping last chunk, the position-by-position edges), with a
+    negative-zero bias (the sums must not start from +0)."""
+    stride, padding, dilation, kernel, output_padding = layer
+    params = dict(stride=(1, stride), padding=(1, padding), output_padding=(0, output_padding),
+                  dilation=(1, dilation), groups=4)
+    g = torch.Generator().manual_seed(stride * 100 + kernel)
+    for width in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 47):
+        if (width - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding < 0:
+            continue  # no output
+        for in_per_group in (1, 2):
+            x = torch.randn(2, 4 * in_per_group, 3, width, generator=g, dtype=dtype)
+            w = torch.randn(4 * in_per_group, 2, 3, kernel, generator=g, dtype=dtype)
+            b = torch.full((8,), -0.0, dtype=dtype)
+            results = []
+            for rows in (True, False):
+                with torch_tconv.backends.flags(algorithm="direct", cpu_isa=isa,
+                                                cpu_row_kernels=rows):
+                    results.append(forward_and_grads(functional_forward, x, w, b, params)[0])
+            for what, row, element in zip(("output", "grad_input"), *results):
+                assert torch.equal(row, element), (what, width, in_per_group)
+                assert torch.equal(torch.signbit(row), torch.signbit(element)), (what, width)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", LAYERS_2D)

@@ -106,6 +106,8 @@ struct InnerRange {
   index_t lo;
   index_t hi;
   index_t acc_offset;
+  // Of a scatter: the output phase its terms land on (shift mod stride).
+  index_t phase;
 };
 
 template <typename index_t>
@@ -122,9 +124,9 @@ C10_HOST_DEVICE inline InnerRange<index_t> scatter_range(const ConvGeometry<inde
   if (r.lo > r.hi) r.lo = r.hi;
   // o2 = (i2 + q0) * s + phase with phase = shift mod s (in [0, s)); the
   // part begins at a multiple of s, so its phases are the row's.
-  const index_t phase = ((r.shift % s) + s) % s;
-  const index_t q0 = (r.shift - phase) / s;
-  r.acc_offset = phase * phase_length(part.size, s) + q0 - part.begin / s;
+  r.phase = ((r.shift % s) + s) % s;
+  const index_t q0 = (r.shift - r.phase) / s;
+  r.acc_offset = r.phase * phase_length(part.size, s) + q0 - part.begin / s;
   return r;
 }
 
