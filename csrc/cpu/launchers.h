@@ -37,8 +37,9 @@ constexpr int64_t kStepsPerTask = 32768;
 // (Config::cpu_row_kernels false) and the emulated tensor-core tiles (an
 // MMA tile variant). They run the GPU's index arithmetic on the CPU for the
 // tests, not for speed, so only the baseline variant compiles them, and
-// cpu_backend_for hands every call that asks for them to it: a third of a
-// wider variant's code, and of its compile time (bench/NOTES.md).
+// cpu_backend_for hands every call that asks for them to it. They were
+// nearly half of a wider variant's code and 60% of its compile time
+// (bench/NOTES.md).
 #ifdef TORCH_TCONV_CPU_REFERENCE_PATHS
 constexpr bool kReferencePaths = true;
 #else
