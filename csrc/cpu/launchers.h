@@ -465,16 +465,13 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     }
     if constexpr (std::is_same_v<scalar_t, opmath_t>) {
       if (forward_rows_fit_registers(g, RowParts(0, g.out_size[2], g.stride[2]).count)) {
-        const PhaseTermTable table = make_phase_term_table<opmath_t>(g);
-        const int64_t length = g.out_size[2];
-        const int64_t grain = std::max<int64_t>(1, kStepsPerTask / std::max<int64_t>(cost * length, 1));
-        at::parallel_for(0, out.numel() / length, grain, [&](int64_t begin, int64_t end) {
-          std::vector<opmath_t> acc(static_cast<size_t>(g.stride[2] * table.length));
-          for (int64_t r = begin; r < end; ++r) {
-            direct_forward_row_in_registers(x, w, b, g, table, r, acc.data());
-            store_phase_major_row(g.stride[2], g.out_size[2], acc.data(), y + r * length);
-          }
-        });
+        const PhaseTermTable table =
+            make_phase_term_table<opmath_t>(g, whole_row_ranges(g).data());
+        for_each_scattered_row_part<index_t, opmath_t>(
+            y, out.numel(), g, cost,
+            [&](index_t r, RowPart<index_t>, const InnerRange<index_t>*, opmath_t* acc) {
+              direct_forward_row_in_registers(x, w, b, g, table, r, acc);
+            });
         return;
       }
     }

@@ -98,14 +98,13 @@ bool forward_rows_fit_registers(const ConvGeometry<index_t>& g, int64_t row_part
          int64_t(g.out_size[0]) * g.out_size[1] * g.taps() <= kMaxPhaseTerms;
 }
 
+// `ranges`: the scatter_ranges of a whole output row.
 template <typename acc_t, typename index_t>
-PhaseTermTable make_phase_term_table(const KernelGeometry<index_t>& g) {
+PhaseTermTable make_phase_term_table(const KernelGeometry<index_t>& g,
+                                     const InnerRange<index_t>* ranges) {
   PhaseTermTable table;
   const index_t s = g.stride[2];
-  const RowPart<index_t> row{0, g.out_size[2]};
-  table.length = phase_length(row.size, s);
-  std::vector<InnerRange<index_t>> ranges(static_cast<size_t>(g.kernel[2]));
-  for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) ranges[k2] = scatter_range(g, k2, row);
+  table.length = phase_length(g.out_size[2], s);
   table.begin.push_back(0);
   for (index_t o0 = 0; o0 < g.out_size[0]; ++o0) {
     for (index_t o1 = 0; o1 < g.out_size[1]; ++o1) {
