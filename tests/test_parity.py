@@ -148,30 +148,36 @@ REGISTER_ROW_LAYERS = [(1, 0, 1, 3, 0), (2, 1, 1, 4, 0), (2, 0, 2, 3, 1), (2, 3,
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("layer", REGISTER_ROW_LAYERS, ids=str)
 def test_register_rows_equal_element_bodies(layer, dtype, isa):
-    """The depthwise forward's float32/float64 rows sum in vector registers
-    (one input channel per group; two take the row body); the element bodies
-    add the same terms one element at a time. Bit for bit, on every variant
-    (4 to 16 lanes), over row widths around the lane counts (full chunks, the
-    overlapping last chunk, the position-by-position edges), with a
-    negative-zero bias (the sums must not start from +0)."""
+    """The direct path's float32/float64 depthwise forward sums its rows in
+    vector registers (one input channel per group), its input gradient too
+    (one output channel per group, rows of 8 or more), and its weight
+    gradient sums every tap of a channel pair in vector lanes (any grouping);
+    the others take the row bodies. The element bodies add the same terms
+    one element at a time. Bit for bit, on every variant (4 to 16 lanes), over row widths
+    around the lane counts (full chunks, the overlapping last chunk, the
+    position-by-position edges, input rows read in place or copied), with a
+    negative-zero bias (the sums must not start from +0). A one-channel layer
+    has fewer channels than threads and keeps the row bodies."""
     stride, padding, dilation, kernel, output_padding = layer
     params = dict(stride=(1, stride), padding=(1, padding), output_padding=(0, output_padding),
-                  dilation=(1, dilation), groups=4)
+                  dilation=(1, dilation))
     g = torch.Generator().manual_seed(stride * 100 + kernel)
-    for width in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 47):
+    for width in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 47, 64, 300):
         if (width - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding < 0:
             continue  # no output
-        for in_per_group in (1, 2):
-            x = torch.randn(2, 4 * in_per_group, 3, width, generator=g, dtype=dtype)
-            w = torch.randn(4 * in_per_group, 2, 3, kernel, generator=g, dtype=dtype)
-            b = torch.full((8,), -0.0, dtype=dtype)
+        for in_channels, groups, out_per_group in ((4, 4, 2), (8, 4, 2), (4, 4, 1), (8, 4, 1),
+                                                   (1, 1, 1)):
+            x = torch.randn(2, in_channels, 3, width, generator=g, dtype=dtype)
+            w = torch.randn(in_channels, out_per_group, 3, kernel, generator=g, dtype=dtype)
+            b = torch.full((groups * out_per_group,), -0.0, dtype=dtype)
             results = []
             for rows in (True, False):
                 with torch_tconv.backends.flags(algorithm="direct", cpu_isa=isa,
                                                 cpu_row_kernels=rows):
-                    results.append(forward_and_grads(functional_forward, x, w, b, params)[0])
-            for what, row, element in zip(("output", "grad_input"), *results):
-                assert torch.equal(row, element), (what, width, in_per_group)
+                    results.append(forward_and_grads(functional_forward, x, w, b,
+                                                     dict(params, groups=groups))[0])
+            for what, row, element in zip(("output", "grad_input", "grad_weight"), *results):
+                assert torch.equal(row, element), (what, width, in_channels)
                 assert torch.equal(torch.signbit(row), torch.signbit(element)), (what, width)
 
 

@@ -25,6 +25,7 @@
 #include "blocked_phase_forward.h"
 #include "mma_emulation.h"
 #include "register_rows.h"
+#include "staged_gradients.h"
 
 namespace torch_tconv {
 TORCH_TCONV_ISA_NAMESPACE_BEGIN
@@ -502,6 +503,12 @@ void direct_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor& weig
         return;
       }
     }
+    if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+      if (input_grad_fits_lanes(g)) {
+        direct_input_grad_in_lanes(gy, w, g, gx);
+        return;
+      }
+    }
     const RowParts parts(0, g.in_size[2], 1);
     for_each_row_part<index_t, opmath_t>(
         gx, grad_input.numel() / parts.end, parts, g, RangeKind::kGather, cost,
@@ -531,6 +538,12 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
           gw[i] = static_cast<scalar_t>(direct_weight_grad_partial<opmath_t, kWeightGradLanes>(
               x, gy, g, i, index_t(0), positions, index_t(1)));
         });
+        return;
+      }
+    }
+    if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+      if (weight_grad_fits_lanes(g)) {
+        direct_weight_grad_in_lanes(x, gy, g, gw);
         return;
       }
     }
