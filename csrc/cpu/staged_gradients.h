@@ -95,7 +95,7 @@ inline void mask_columns(typename ChunkParts<acc_t>::Part& term,
 // whose position pad_lo + q holds column q * s + p: tap k2's terms of input
 // columns [8m, 8m + 8) are then the run's positions from
 // pad_lo + q0(k2) + 8m on, inside the run for every chunk m and tap.
-struct WeightGradStaging {
+struct StagedPlanes {
   int64_t chunks;     // of kWeightGradLanes columns per input row
   int64_t x_row;      // chunks * kWeightGradLanes
   bool x_in_place;    // x_row is the input's row: no copy
@@ -111,7 +111,7 @@ struct WeightGradStaging {
 
 // One tap k2's terms in an output row: input columns [lo, hi), whose output
 // columns are phase `phase` at q = i2 + q0.
-struct WeightGradTapColumns {
+struct TapColumns {
   int64_t lo;
   int64_t hi;
   int64_t phase;
@@ -119,8 +119,8 @@ struct WeightGradTapColumns {
 };
 
 template <typename index_t>
-std::vector<WeightGradTapColumns> weight_grad_tap_columns(const KernelGeometry<index_t>& g) {
-  std::vector<WeightGradTapColumns> taps;
+std::vector<TapColumns> tap_columns(const KernelGeometry<index_t>& g) {
+  std::vector<TapColumns> taps;
   const int64_t s = g.stride[2];
   for (index_t k2 = 0; k2 < g.kernel[2]; ++k2) {
     const InnerRange<index_t> r = scatter_range(g, k2, RowPart<index_t>{0, g.out_size[2]});
@@ -130,9 +130,9 @@ std::vector<WeightGradTapColumns> weight_grad_tap_columns(const KernelGeometry<i
 }
 
 template <typename index_t>
-WeightGradStaging weight_grad_staging(const KernelGeometry<index_t>& g,
-                                      const std::vector<WeightGradTapColumns>& taps) {
-  WeightGradStaging st{};
+StagedPlanes staged_planes_layout(const KernelGeometry<index_t>& g,
+                                  const std::vector<TapColumns>& taps) {
+  StagedPlanes st{};
   st.chunks = (int64_t(g.in_size[2]) + kWeightGradLanes - 1) / kWeightGradLanes;
   st.x_row = st.chunks * kWeightGradLanes;
   st.x_in_place = st.x_row == g.in_size[2];
@@ -151,11 +151,11 @@ WeightGradStaging weight_grad_staging(const KernelGeometry<index_t>& g,
 
 // Layers whose two staged planes stay within this many elements per task
 // (2 MiB of float32); larger ones take the row body.
-constexpr int64_t kMaxWeightGradStaging = int64_t(1) << 19;
+constexpr int64_t kMaxStagedElements = int64_t(1) << 19;
 
 template <typename index_t>
 bool staging_fits(const KernelGeometry<index_t>& g) {
-  return weight_grad_staging(g, weight_grad_tap_columns(g)).elements() <= kMaxWeightGradStaging;
+  return staged_planes_layout(g, tap_columns(g)).elements() <= kMaxStagedElements;
 }
 
 // A task per channel pair: layers with fewer pairs than threads (a
@@ -182,12 +182,12 @@ void split_stride2_row(const acc_t* __restrict__ src, int64_t count0, int64_t co
   for (; q < count0; ++q) phase0[q] = src[2 * q];
 }
 
-// Copies one grad_output plane into gy_stage (WeightGradStaging's layout).
+// Copies one grad_output plane into gy_stage (StagedPlanes's layout).
 // Padding positions keep what they hold: every term read from them is
 // masked off.
 template <typename acc_t, typename index_t>
 void stage_grad_output_plane(const acc_t* gy, const KernelGeometry<index_t>& g,
-                             const WeightGradStaging& st, acc_t* gy_stage) {
+                             const StagedPlanes& st, acc_t* gy_stage) {
   const int64_t out_w = g.out_size[2], s = g.stride[2];
   const int64_t room = st.phase_row - st.pad_lo;
   // Columns [0, phase_count(p)) of phase p are staged: those that exist, up
@@ -216,7 +216,7 @@ void stage_grad_output_plane(const acc_t* gy, const KernelGeometry<index_t>& g,
 // x_stage.
 template <typename acc_t, typename index_t>
 void stage_weight_grad_planes(const acc_t* x, const acc_t* gy, const KernelGeometry<index_t>& g,
-                              const WeightGradStaging& st, acc_t* x_stage, acc_t* gy_stage) {
+                              const StagedPlanes& st, acc_t* x_stage, acc_t* gy_stage) {
   const int64_t in_w = g.in_size[2];
   if (!st.x_in_place) {
     for (int64_t row = 0; row < st.in_rows; ++row) {
@@ -239,8 +239,8 @@ static_assert(kWeightGradTapsAtOnce == 4, "add_staged_weight_grad_terms' switch 
 // [0, full_lo) and [full_hi, chunks) hold positions some tap of the group
 // does not reach, and mask them; the others need no mask.
 template <int G, typename acc_t, typename index_t>
-void add_tap_group_terms(const KernelGeometry<index_t>& g, const WeightGradStaging& st,
-                         const WeightGradTapColumns* columns, index_t k0, index_t k1,
+void add_tap_group_terms(const KernelGeometry<index_t>& g, const StagedPlanes& st,
+                         const TapColumns* columns, index_t k0, index_t k1,
                          const acc_t* x_stage, const acc_t* gy_stage, acc_t* const* tap_sums) {
   using P = ChunkParts<acc_t>;
   constexpr int64_t L = kWeightGradLanes;
@@ -291,8 +291,8 @@ void add_tap_group_terms(const KernelGeometry<index_t>& g, const WeightGradStagi
 // one outer tap at a time. Taps that reach no input column (heavy padding)
 // are left at +0.0.
 template <typename acc_t, typename index_t>
-void add_staged_weight_grad_terms(const KernelGeometry<index_t>& g, const WeightGradStaging& st,
-                                  const std::vector<WeightGradTapColumns>& taps,
+void add_staged_weight_grad_terms(const KernelGeometry<index_t>& g, const StagedPlanes& st,
+                                  const std::vector<TapColumns>& taps,
                                   const acc_t* x_stage, const acc_t* gy_stage, acc_t* sums) {
   const int64_t k2_count = g.kernel[2];
   for (int64_t tap = 0; tap < g.taps();) {
@@ -300,7 +300,7 @@ void add_staged_weight_grad_terms(const KernelGeometry<index_t>& g, const Weight
     const int64_t count = std::min<int64_t>(kWeightGradTapsAtOnce, k2_count - k2);
     const index_t k0 = index_t(outer_tap / g.kernel[1]), k1 = index_t(outer_tap % g.kernel[1]);
     // The group's taps that reach some column, and their lanes.
-    WeightGradTapColumns columns[kWeightGradTapsAtOnce];
+    TapColumns columns[kWeightGradTapsAtOnce];
     acc_t* tap_sums[kWeightGradTapsAtOnce];
     int reaching = 0;
     for (int64_t t = 0; t < count; ++t) {
@@ -325,8 +325,8 @@ void add_staged_weight_grad_terms(const KernelGeometry<index_t>& g, const Weight
 template <typename acc_t, typename index_t>
 void direct_weight_grad_in_lanes(const acc_t* input, const acc_t* grad_output,
                                  const KernelGeometry<index_t>& g, acc_t* grad_weight) {
-  const std::vector<WeightGradTapColumns> taps = weight_grad_tap_columns(g);
-  const WeightGradStaging st = weight_grad_staging(g, taps);
+  const std::vector<TapColumns> taps = tap_columns(g);
+  const StagedPlanes st = staged_planes_layout(g, taps);
   const int64_t tap_count = g.taps();
   const int64_t pairs = int64_t(g.in_channels()) * g.out_channels_per_group;
   at::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
@@ -376,8 +376,8 @@ bool input_grad_fits_lanes(const KernelGeometry<index_t>& g) {
 // Chunks beginning at starts[0..G) of input row (i0, i1), from the staged
 // grad_output plane, into gx_row.
 template <int G, typename acc_t, typename index_t>
-void input_grad_chunks(const KernelGeometry<index_t>& g, const WeightGradStaging& st,
-                       const std::vector<WeightGradTapColumns>& taps, const acc_t* w,
+void input_grad_chunks(const KernelGeometry<index_t>& g, const StagedPlanes& st,
+                       const std::vector<TapColumns>& taps, const acc_t* w,
                        const acc_t* gy_stage, index_t i0, index_t i1, const int64_t* starts,
                        bool masked, acc_t* gx_row) {
   using P = ChunkParts<acc_t>;
@@ -391,7 +391,7 @@ void input_grad_chunks(const KernelGeometry<index_t>& g, const WeightGradStaging
   for_each_outer_tap_from(g, i0, i1, [&](index_t outer_tap, index_t out_row) {
     const acc_t* gy_row = gy_stage + int64_t(out_row) * st.gy_row + st.pad_lo;
     for (int64_t k2 = 0; k2 < k2_count; ++k2) {
-      const WeightGradTapColumns& t = taps[k2];
+      const TapColumns& t = taps[k2];
       if (t.lo >= t.hi) continue;
       const acc_t* run = gy_row + t.phase * st.phase_row + t.q0;
       const acc_t wk = w[int64_t(outer_tap) * k2_count + k2];
@@ -417,8 +417,8 @@ void direct_input_grad_in_lanes(const acc_t* grad_output, const acc_t* weight,
                                 const KernelGeometry<index_t>& g, acc_t* grad_input) {
   constexpr int64_t L = kWeightGradLanes;
   constexpr int kChunksAtOnce = 4;
-  const std::vector<WeightGradTapColumns> taps = weight_grad_tap_columns(g);
-  const WeightGradStaging st = weight_grad_staging(g, taps);
+  const std::vector<TapColumns> taps = tap_columns(g);
+  const StagedPlanes st = staged_planes_layout(g, taps);
   const int64_t in_w = g.in_size[2];
   // The chunks of a row (the last one moved back to end at in_w): those
   // that every reaching tap covers whole, and the rest, which need masks.
