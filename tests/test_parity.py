@@ -153,11 +153,12 @@ def test_register_rows_equal_element_bodies(layer, dtype, isa):
     (one output channel per group, rows of 8 or more), and its weight
     gradient sums every tap of a channel pair in vector lanes (any grouping);
     the others take the row bodies. The element bodies add the same terms
-    one element at a time. Bit for bit, on every variant (4 to 16 lanes), over row widths
-    around the lane counts (full chunks, the overlapping last chunk, the
-    position-by-position edges, input rows read in place or copied), with a
-    negative-zero bias (the sums must not start from +0). A one-channel layer
-    has fewer channels than threads and keeps the row bodies."""
+    one element at a time. Bit for bit, on every variant (4 to 16 lanes),
+    over row widths around the lane counts (full chunks, the overlapping
+    last chunk, the position-by-position edges, input rows read in place or
+    copied), with a negative-zero bias (the sums must not start from +0). A
+    one-channel layer has fewer channels than threads and keeps the row
+    bodies."""
     stride, padding, dilation, kernel, output_padding = layer
     params = dict(stride=(1, stride), padding=(1, padding), output_padding=(0, output_padding),
                   dilation=(1, dilation))
