@@ -156,9 +156,10 @@ def test_register_rows_equal_element_bodies(layer, dtype, isa):
     one element at a time. Bit for bit, on every variant (4 to 16 lanes),
     over row widths around the lane counts (full chunks, the overlapping
     last chunk, the position-by-position edges, input rows read in place or
-    copied), with a negative-zero bias (the sums must not start from +0). A
-    one-channel layer has fewer channels than threads and keeps the row
-    bodies."""
+    copied), with a negative-zero bias (the sums must not start from +0),
+    and once with mostly zero inputs, whose sums stay -0 (lanes that a term
+    does not cover must add -0). A one-channel layer has fewer channels than
+    threads and keeps the row bodies."""
     stride, padding, dilation, kernel, output_padding = layer
     params = dict(stride=(1, stride), padding=(1, padding), output_padding=(0, output_padding),
                   dilation=(1, dilation))
@@ -166,10 +167,16 @@ def test_register_rows_equal_element_bodies(layer, dtype, isa):
     for width in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 47, 64, 300):
         if (width - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding < 0:
             continue  # no output
-        for in_channels, groups, out_per_group in ((4, 4, 2), (8, 4, 2), (4, 4, 1), (8, 4, 1),
-                                                   (1, 1, 1)):
+        for in_channels, groups, out_per_group, zeros in (
+                (4, 4, 2, False), (8, 4, 2, False), (4, 4, 1, False), (8, 4, 1, False),
+                (1, 1, 1, False), (4, 4, 1, True)):
             x = torch.randn(2, in_channels, 3, width, generator=g, dtype=dtype)
             w = torch.randn(in_channels, out_per_group, 3, kernel, generator=g, dtype=dtype)
+            if zeros:
+                # Mostly +0 inputs and negative weights: many sums are -0
+                # when a lane that a term does not cover is added.
+                x = torch.where(torch.rand(x.shape, generator=g) < 0.7, 0.0, x)
+                w = -w.abs()
             b = torch.full((groups * out_per_group,), -0.0, dtype=dtype)
             results = []
             for rows in (True, False):
@@ -180,6 +187,28 @@ def test_register_rows_equal_element_bodies(layer, dtype, isa):
             for what, row, element in zip(("output", "grad_input", "grad_weight"), *results):
                 assert torch.equal(row, element), (what, width, in_channels)
                 assert torch.equal(torch.signbit(row), torch.signbit(element)), (what, width)
+
+
+@pytest.mark.parametrize("isa", torch_tconv.backends.supported_cpu_isas())
+def test_streamed_register_rows_equal_element_bodies(isa):
+    """Results of 16 MiB and more from the stride-2 register rows are written
+    with streaming stores, which only whole aligned vectors take: the same
+    bits as the element bodies, in every variant, at a width whose rows
+    start aligned (1024) and one whose rows do not (1023)."""
+    g = torch.Generator().manual_seed(7)
+    for width, output_padding in ((512, 0), (511, 1)):
+        x = torch.randn(1, 4, 520, width, generator=g)
+        w = torch.randn(4, 1, 4, 4, generator=g)
+        b = torch.full((4,), -0.0)
+        params = dict(stride=2, padding=1, output_padding=output_padding, groups=4)
+        results = []
+        for rows in (True, False):
+            with torch_tconv.backends.flags(algorithm="direct", cpu_isa=isa,
+                                            cpu_row_kernels=rows), torch.no_grad():
+                results.append(torch_tconv.conv_transpose2d(x, w, b, **params))
+        assert results[0].nbytes >= 16 * 2**20, results[0].shape
+        assert torch.equal(results[0], results[1]), width
+        assert torch.equal(torch.signbit(results[0]), torch.signbit(results[1])), width
 
 
 @pytest.mark.parametrize("device", DEVICES)

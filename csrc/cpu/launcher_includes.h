@@ -30,6 +30,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>  // streaming stores (register_rows.h)
+#endif
+
 #include "../backend.h"
 #include "../config.h"
 #include "../kernels/geometry.h"

@@ -444,6 +444,54 @@ void im2col_channels_last_cpu(const at::Tensor& grad_output, const at::Tensor& c
   });
 }
 
+// The stride-2 register rows (register_rows.h), two planes at a time: items
+// are (pair of planes, outer row), so that a pair's rows share their terms.
+template <typename acc_t, typename index_t>
+void direct_forward_interleaved_cpu(const acc_t* x, const acc_t* w, const acc_t* b,
+                                    const KernelGeometry<index_t>& g, const PhaseTermTable& table,
+                                    int64_t input_numel, acc_t* y, int64_t numel) {
+  constexpr int kPlanesAtOnce = 2;
+  const int64_t width = g.out_size[2];
+  const int64_t outer_rows = int64_t(g.out_size[0]) * g.out_size[1];
+  const int64_t planes = numel / (outer_rows * width);
+  const int64_t plane_pairs = (planes + kPlanesAtOnce - 1) / kPlanesAtOnce;
+  const int64_t cost = int64_t(g.taps()) * g.in_channels_per_group;
+  const int64_t grain =
+      std::max<int64_t>(1, kStepsPerTask / (cost * width * kPlanesAtOnce));
+  const bool stream = int64_t(sizeof(acc_t)) * numel >= kStreamingStoreMinBytes;
+  at::parallel_for(0, plane_pairs * outer_rows, grain, [&](int64_t begin, int64_t end) {
+    PlaneOperands<acc_t> operands[kPlanesAtOnce];
+    bool safe[kPlanesAtOnce];
+    int64_t pair = -1;
+    int count = 0;
+    for (int64_t item = begin; item < end; ++item) {
+      if (item / outer_rows != pair) {
+        pair = item / outer_rows;
+        count = static_cast<int>(std::min<int64_t>(kPlanesAtOnce, planes - pair * kPlanesAtOnce));
+        for (int i = 0; i < count; ++i) {
+          operands[i] = plane_operands(x, w, b, g, pair * kPlanesAtOnce + i);
+          safe[i] = masked_loads_in_tensor(table, operands[i].x_offset, input_numel);
+        }
+      }
+      const int64_t outer_row = item % outer_rows;
+      acc_t* rows[kPlanesAtOnce];
+      for (int i = 0; i < count; ++i) {
+        rows[i] = y + ((pair * kPlanesAtOnce + i) * outer_rows + outer_row) * width;
+      }
+      if (count == kPlanesAtOnce && safe[0] && safe[1]) {
+        direct_forward_rows_interleaved<kPlanesAtOnce>(operands, true, g, table, outer_row,
+                                                       stream, rows);
+        continue;
+      }
+      for (int i = 0; i < count; ++i) {
+        direct_forward_rows_interleaved<1>(operands + i, safe[i], g, table, outer_row, stream,
+                                           rows + i);
+      }
+    }
+    if (stream) stream_fence();
+  });
+}
+
 void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias, const at::Tensor& out,
                         const Geometry& geometry, const Config& config) {
@@ -468,6 +516,10 @@ void direct_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
       if (forward_rows_fit_registers(g, RowParts(0, g.out_size[2], g.stride[2]).count)) {
         const PhaseTermTable table =
             make_phase_term_table<opmath_t>(g, whole_row_ranges(g).data());
+        if (forward_rows_interleave_in_registers(g, kRowLanes<opmath_t>)) {
+          direct_forward_interleaved_cpu(x, w, b, g, table, input.numel(), y, out.numel());
+          return;
+        }
         for_each_scattered_row_part<index_t, opmath_t>(
             y, out.numel(), g, cost,
             [&](index_t r, RowPart<index_t>, const InnerRange<index_t>*, opmath_t* acc) {
