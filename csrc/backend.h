@@ -93,11 +93,13 @@ struct Backend {
   // c (G, M, N) = [c +] a (G, M, K) · b (G, K, N), any strides, in float32
   // or float64, through the backend's own GEMM; null where it has none
   // (ATen's bmm runs). prefers_blocked_gemm: whether Config::cpu_gemm's
-  // kAuto runs it, on this processor, for a product of these M, N and K;
-  // null: never.
+  // kAuto runs it, on this processor, for a forward's product of these M, N
+  // and K; prefers_blocked_gradient_gemm: the same for the gradients'
+  // products; null: never.
   void (*blocked_gemm)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
                        bool accumulate);
   bool (*prefers_blocked_gemm)(int64_t m, int64_t n, int64_t k);
+  bool (*prefers_blocked_gradient_gemm)(int64_t m, int64_t n, int64_t k);
   // out (C_out,) = grad_output (N, C_out, ...), contiguous or channels-last,
   // summed per channel in the op-math dtype. Null: ATen's sum does it.
   void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);

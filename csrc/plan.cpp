@@ -108,7 +108,7 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, OpKind op,
 
 // Which of the GEMM path's products run through the backend's own GEMM
 // (Config::cpu_gemm): sets plan.gemm, and plan.gemm_suits for "auto".
-void choose_gemm(const Backend& backend, const Config& config, Plan& plan) {
+void choose_gemm(const Backend& backend, const Config& config, OpKind op, Plan& plan) {
   if (backend.blocked_gemm == nullptr) return;
   if (plan.column_dtype != at::kFloat && plan.column_dtype != at::kDouble) return;
   switch (config.cpu_gemm) {
@@ -117,11 +117,14 @@ void choose_gemm(const Backend& backend, const Config& config, Plan& plan) {
       return;
     case CpuGemm::kAten:
       return;
-    case CpuGemm::kAuto:
-      if (backend.prefers_blocked_gemm == nullptr) return;
+    case CpuGemm::kAuto: {
+      const auto suits = op == OpKind::kForward ? backend.prefers_blocked_gemm
+                                                : backend.prefers_blocked_gradient_gemm;
+      if (suits == nullptr) return;
       plan.gemm = backend.blocked_gemm;
-      plan.gemm_suits = backend.prefers_blocked_gemm;
+      plan.gemm_suits = suits;
       return;
+    }
   }
 }
 
@@ -139,7 +142,7 @@ Plan make_plan(const Backend& backend, const Problem& problem, const Config& con
         plan.activation_format != at::MemoryFormat::Contiguous ||
         (problem.op == OpKind::kForward && backend.col2im_position_major_rows != nullptr &&
          !plan.chunks.windows && short_rows_many_channels(problem.geometry));
-    choose_gemm(backend, config, plan);
+    choose_gemm(backend, config, problem.op, plan);
   }
   return plan;
 }

@@ -247,4 +247,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       py::arg("m"), py::arg("n"), py::arg("k"),
       "Whether cpu_gemm 'auto' runs a float32/float64 product of these sizes through the CPU's "
       "blocked tiles on this processor, with the current cpu_isa.");
+  m.def(
+      "blocked_gradient_gemm_preferred",
+      [](int64_t m, int64_t n, int64_t k) {
+        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
+        return backend.prefers_blocked_gradient_gemm != nullptr &&
+               backend.prefers_blocked_gradient_gemm(m, n, k);
+      },
+      py::arg("m"), py::arg("n"), py::arg("k"),
+      "The same for a gradient's product: the blocked tiles also need full-width AVX-512 "
+      "(AMD family 26 and later).");
 }

@@ -12,6 +12,8 @@ against the float64 oracle. The tiles fuse their multiply-adds where the
 variant has FMA, so the variants are compared with the oracle, not with
 each other's bits; repeats give the same bits."""
 
+import re
+
 import pytest
 import torch
 
@@ -148,13 +150,17 @@ def test_aten_keeps_the_blocked_gemm_off_and_reduced_dtypes_never_take_it():
 def test_auto_follows_the_processor():
     """"auto" takes the blocked GEMM where the tiles outrun the BLAS (the
     vendor and the variant's width decide), for products of 48 or more rows
-    and columns."""
+    and columns; for the gradients' products only where AVX-512 runs at
+    full width (AMD family 26 and later, not the Zen 4's family 25)."""
     with open("/proc/cpuinfo") as f:
         cpuinfo = f.read()
     amd = "AuthenticAMD" in cpuinfo
     avx512 = "avx512" in torch_tconv.backends.supported_cpu_isas()
+    family = int(re.search(r"^cpu family\s*:\s*(\d+)", cpuinfo, re.M).group(1))
     assert _C.cpu_tiles_outrun_blas() == (amd and avx512)
     assert _C.blocked_gemm_preferred(48, 48, 1) == (amd and avx512)
+    assert _C.blocked_gradient_gemm_preferred(48, 48, 1) == (amd and avx512 and family >= 26)
+    assert not _C.blocked_gradient_gemm_preferred(47, 1000, 1000)
     assert not _C.blocked_gemm_preferred(47, 1000, 1000)
     assert not _C.blocked_gemm_preferred(1000, 47, 1000)
     assert run_layer("dcgan_like", torch.float32, "contiguous")[2] == (amd and avx512)

@@ -60,7 +60,10 @@
     cpu_gemm                    the GEMM of the GEMM path's float32/float64
                                 products on the CPU: "auto" (the register-
                                 blocked tiles on AMD processors with AVX-512,
-                                where MKL runs its AVX2 kernels; else ATen's),
+                                where MKL runs its AVX2 kernels, for the
+                                gradients' products only where AVX-512 runs
+                                at full width, from family 26 (Zen 5) on;
+                                else ATen's),
                                 "aten" (MKL/oneDNN through at::bmm) or
                                 "blocked" (the tiles, with fused multiply-adds
                                 where the variant has FMA, and AVX-512's tiles

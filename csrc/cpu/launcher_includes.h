@@ -31,6 +31,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>  // the processor family (launchers.h)
 #include <immintrin.h>  // streaming stores (register_rows.h)
 #endif
 

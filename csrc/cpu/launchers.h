@@ -855,6 +855,36 @@ bool prefers_blocked_gemm_cpu(int64_t m, int64_t n, int64_t) {
   return tiles_outrun_blas() && m >= 48 && n >= 48;
 }
 
+// AMD's processor families from 26 (Zen 5) execute AVX-512 in full-width
+// units; family 25 (Zen 4) splits each 512-bit operation into two 256-bit
+// halves, the width of MKL's AVX2 kernels.
+bool avx512_full_width() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool full = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    const unsigned base = (eax >> 8) & 0xf;
+    const unsigned family = base == 0xf ? base + ((eax >> 20) & 0xff) : base;
+    return family >= 26;
+  }();
+  return full;
+#else
+  return false;
+#endif
+}
+
+// The gradients' products where the tiles outrun the BLAS and AVX-512 runs
+// at full width. On a Zen 4 (family 25) MKL's AVX2 kernels were the faster
+// in the backward: forward+backward ms, blocked GEMM against MKL, medians of
+// 12 alternating calls, decoder 63.3 / 50.4, VAE 256->128 197.6 / 161.1,
+// DCGAN 256->128 78.6 / 73.8, grouped batch 8 27.6 / 26.3, while the
+// forward's products were as fast or faster blocked (VAE 256->128 50.3 /
+// 59.2, decoder 16.4 / 17.6; bench/NOTES.md). On a Zen 5 the blocked GEMM
+// won in both.
+bool prefers_blocked_gradient_gemm_cpu(int64_t m, int64_t n, int64_t k) {
+  return prefers_blocked_gemm_cpu(m, n, k) && avx512_full_width();
+}
+
 // grad_output (N, C_out, out...), contiguous or channels-last, as the
 // blocked gradients read it: (N, out..., groups, padded) with each group's
 // channels zero-padded to `padded` (whole column panels of the tiles), in
@@ -1131,6 +1161,7 @@ const Backend& launchers_backend() {
       prefers_phase_gradients_cpu,
       blocked_gemm_cpu,
       prefers_blocked_gemm_cpu,
+      prefers_blocked_gradient_gemm_cpu,
       bias_grad_cpu,
       column_dtype_cpu,
       /*column_chunk_bytes=*/kColumnChunkBytes,

@@ -45,6 +45,7 @@ const Backend& cuda_backend() {
       /*prefers_phase_gradients=*/nullptr,
       /*blocked_gemm=*/nullptr,
       /*prefers_blocked_gemm=*/nullptr,
+      /*prefers_blocked_gradient_gemm=*/nullptr,
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
