@@ -93,6 +93,21 @@ void input_grad_of_chunk(const at::Tensor& w_op, const Chunk& c, const Plan& pla
 // sum and, for reduced-precision columns, two more passes: on the GPU, three
 // kernel launches of a small layer's backward.
 class WeightGradSum {
+  // sum += partial, where partial is a narrower dtype (float16/bfloat16
+  // columns): ATen's CPU add_ first widens all of its operand into a
+  // temporary (a bfloat16 DCGAN 256->128's 2 MiB, the backward's peak), so it
+  // is added a few rows at a time.
+  static void add_widening(const at::Tensor& sum, const at::Tensor& partial) {
+    constexpr int64_t kSliceElements = int64_t(1) << 15;
+    const at::Tensor s = sum.flatten(0, 1);
+    const at::Tensor p = partial.flatten(0, 1);
+    const int64_t rows = std::max<int64_t>(kSliceElements / std::max<int64_t>(s.size(1), 1), 1);
+    for (int64_t r = 0; r < s.size(0); r += rows) {
+      const int64_t count = std::min(rows, s.size(0) - r);
+      s.narrow(0, r, count).add_(p.narrow(0, r, count));
+    }
+  }
+
  public:
   WeightGradSum(const Geometry& g, const at::Tensor& x, const Plan& plan)
       : g_(g), x_(x), plan_(plan) {
@@ -120,23 +135,27 @@ class WeightGradSum {
     } else if (col_dtype == sum.scalar_type()) {
       sum.baddbmm_(x_op, cols_op);
     } else {
-      sum.add_(at::bmm(x_op, cols_op));
+      add_widening(sum, at::bmm(x_op, cols_op));
     }
   }
 
+  // The gradient, once all chunks are added: the lanes' sums added up,
+  // rounded to the input's dtype before the reorder, whose copy is then the
+  // narrower one.
   at::Tensor result(at::IntArrayRef shape) const {
     at::Tensor total = only_chunk_;
     if (sums_.defined()) {
       total = sums_.select(0, 0);
       for (int64_t lane = 1; lane < sums_.size(0); ++lane) total = total + sums_.select(0, lane);
     }
+    total = total.to(x_.scalar_type());
     if (plan_.position_major()) {
       // (C_in, taps, C_out/G) to the weight's (C_in, C_out/G, taps).
       total = total.view({g_.in_channels(), g_.taps(), g_.out_channels_per_group})
                   .transpose(1, 2)
                   .contiguous();
     }
-    return total.view(shape).to(x_.scalar_type());
+    return total.view(shape);
   }
 
  private:

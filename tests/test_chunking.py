@@ -233,6 +233,39 @@ def test_parallel_lanes(name, activation_format):
         torch.set_num_threads(previous)
 
 
+def test_a_narrow_weight_gradient_holds_one_float32_sum():
+    """A bfloat16 weight gradient over bfloat16 columns sums its chunks in
+    float32. Its tensors at any time: that one sum (no lanes, even with two
+    threads and room in the budget: each lane would add a sum), the columns,
+    and one chunk's bfloat16 product (half a sum), added a few rows at a time
+    (adding it whole widened all of it to float32 first: a second sum)."""
+    from torch_tconv.bench import cpu_allocated_peak_mb
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        torch_tconv.backends.cpu_reduced_precision_gemm = "always"
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 128, 6, 6, generator=g).to(torch.bfloat16)
+        gy = torch.randn(4, 128, 12, 12, generator=g).to(torch.bfloat16)
+        args = ([4, 4], [2, 2], [1, 1], [1, 1], 1)
+        sum_mb = 128 * 128 * 16 * 4 / 2**20
+        # Many chunks; then a budget of one sum, where float32 columns would
+        # run in lanes.
+        for budget_mb, bound_mb in ((1 / 16, 1.75 * sum_mb + 1 / 16), (sum_mb, 2.75 * sum_mb)):
+            torch_tconv.backends.column_budget_bytes = int(budget_mb * 2**20)
+            got = ops.conv_transpose_weight_grad(x, gy, *args)
+            assert _C.last_column_workspace_bytes() <= budget_mb * 2**20
+            peak = cpu_allocated_peak_mb(lambda _: ops.conv_transpose_weight_grad(x, gy, *args),
+                                         None)
+            assert peak < bound_mb, (budget_mb, peak, bound_mb)
+            w = torch.zeros(128, 128, 4, 4, dtype=torch.float64, requires_grad=True)
+            out = F.conv_transpose2d(x.double(), w, stride=2, padding=1)
+            (want,) = torch.autograd.grad(out, w, gy.double())
+            assert_close_to(got, want, torch.bfloat16, "grad_weight")
+    finally:
+        torch.set_num_threads(previous)
+
+
 # Contiguous forwards with short output rows and many channels per group use
 # position-major columns (plan.cpp): col2im then adds runs of channels.
 SHORT_ROWS = {
