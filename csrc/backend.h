@@ -100,6 +100,9 @@ struct Backend {
                        bool accumulate);
   bool (*prefers_blocked_gemm)(int64_t m, int64_t n, int64_t k);
   bool (*prefers_blocked_gradient_gemm)(int64_t m, int64_t n, int64_t k);
+  // Whether kAuto runs the gradients' float32 products of these sizes
+  // through oneDNN's matmul (gemm.h: onednn_product) instead; null: never.
+  bool (*prefers_onednn_gradient_gemm)(int64_t m, int64_t n, int64_t k);
   // out (C_out,) = grad_output (N, C_out, ...), contiguous or channels-last,
   // summed per channel in the op-math dtype. Null: ATen's sum does it.
   void (*bias_grad)(const at::Tensor& grad_output, const at::Tensor& out);

@@ -21,6 +21,9 @@ thread_local bool t_last_columns_position_major = false;
 // run on at::parallel_for's workers, so a thread-local flag would miss them.
 std::atomic<int64_t> g_blocked_products{0};
 thread_local int64_t t_blocked_products_at_call = 0;
+// The same for products run through oneDNN's matmul.
+std::atomic<int64_t> g_onednn_products{0};
+thread_local int64_t t_onednn_products_at_call = 0;
 
 }  // namespace
 
@@ -59,10 +62,19 @@ void record_blocked_product() {
   g_blocked_products.fetch_add(1, std::memory_order_relaxed);
 }
 
+bool last_gemm_onednn() {
+  return g_onednn_products.load() > t_onednn_products_at_call;
+}
+
+void record_onednn_product() {
+  g_onednn_products.fetch_add(1, std::memory_order_relaxed);
+}
+
 void record_column_workspace(int64_t bytes, bool position_major) {
   t_last_workspace_bytes = bytes;
   t_last_columns_position_major = position_major;
   t_blocked_products_at_call = g_blocked_products.load();
+  t_onednn_products_at_call = g_onednn_products.load();
 }
 
 }  // namespace torch_tconv

@@ -42,11 +42,11 @@ enum class TileVariant {
 enum class ReducedPrecisionGemm { kAuto = 0, kAlways = 1, kNever = 2 };
 
 // Which GEMM the GEMM path's float32/float64 products run on the CPU:
-// ATen's (MKL or oneDNN), or the register-blocked tiles
-// (cpu/blocked_gemm.h). kAuto takes the tiles where the processor is AMD's
-// with AVX-512, on which MKL runs its AVX2 kernels (see
-// Backend::prefers_blocked_gemm).
-enum class CpuGemm { kAuto = 0, kAten = 1, kBlocked = 2 };
+// ATen's (MKL or oneDNN), the register-blocked tiles (cpu/blocked_gemm.h),
+// or, for float32, oneDNN's matmul (gemm.h: onednn_product). kAuto takes the
+// tiles or oneDNN where the processor is AMD's with AVX-512, on which MKL
+// runs its AVX2 kernels (see Backend::prefers_blocked_gemm).
+enum class CpuGemm { kAuto = 0, kAten = 1, kBlocked = 2, kOneDnn = 3 };
 
 // Which compiled variant of the CPU launchers runs (cpu/cpu_isa.h): kAuto
 // the one the environment variable TORCH_TCONV_CPU_ISA names, else AVX2
@@ -101,13 +101,16 @@ void set_machine_facts(const MachineFacts& facts);
 
 // Bytes of the column workspace that this thread's last GEMM-path call
 // allocated, whether its columns were position-major, and whether a product
-// ran through the blocked tiles since that call began (any thread's count:
+// ran through the blocked tiles, or oneDNN's matmul, since that call began
+// (any thread's count:
 // for tests of the budget, of the channels-last passes and of
 // Config::cpu_gemm, run one call at a time).
 int64_t last_column_workspace_bytes();
 bool last_columns_position_major();
 bool last_gemm_blocked();
 void record_blocked_product();
+bool last_gemm_onednn();
+void record_onednn_product();
 void record_column_workspace(int64_t bytes, bool position_major);
 
 }  // namespace torch_tconv

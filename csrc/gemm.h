@@ -15,6 +15,13 @@ namespace torch_tconv {
 // GEMM (Plan::gemm); bmm of the same, into a new tensor.
 void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::Tensor& b);
 at::Tensor bmm(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
+// out (G, M, N) = [out +] a (G, M, K) · b (G, K, N) in float32 through
+// oneDNN's matmul (Config::cpu_gemm "onednn"), one product per group, each
+// into a new tensor then copied or added into out; available where torch has
+// oneDNN. A Plan::gemm of the CPU.
+bool onednn_gemm_available();
+void onednn_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out,
+                    bool accumulate);
 // Whether the plan's GEMM runs a · b; out = [out +] a · b through it.
 bool runs_blocked(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
 void blocked_product(const Plan& plan, const at::Tensor& a, const at::Tensor& b,

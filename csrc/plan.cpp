@@ -2,6 +2,8 @@
 
 #include <ATen/OpMathType.h>
 
+#include "gemm.h"
+
 namespace torch_tconv {
 namespace {
 
@@ -120,18 +122,33 @@ ChunkPlan plan_chunks(const Backend& backend, const Geometry& g, OpKind op,
   return plan;
 }
 
-// Which of the GEMM path's products run through the backend's own GEMM
-// (Config::cpu_gemm): sets plan.gemm, and plan.gemm_suits for "auto".
+// Which of the GEMM path's products run through the backend's own GEMM or
+// oneDNN's matmul (Config::cpu_gemm): sets plan.gemm, and plan.gemm_suits
+// for "auto". oneDNN's runs float32 only; float64 keeps ATen's there.
 void choose_gemm(const Backend& backend, const Config& config, OpKind op, Plan& plan) {
   if (backend.blocked_gemm == nullptr) return;
   if (plan.column_dtype != at::kFloat && plan.column_dtype != at::kDouble) return;
+  const bool onednn = plan.column_dtype == at::kFloat && onednn_gemm_available();
   switch (config.cpu_gemm) {
     case CpuGemm::kBlocked:
       plan.gemm = backend.blocked_gemm;
       return;
+    case CpuGemm::kOneDnn:
+      if (onednn) plan.gemm = onednn_product;
+      return;
     case CpuGemm::kAten:
       return;
     case CpuGemm::kAuto: {
+      // The processor decides between the two (their rules never both hold);
+      // the sizes of each product decide whether it runs there.
+      constexpr int64_t kLarge = int64_t(1) << 20;
+      const auto onednn_suits = backend.prefers_onednn_gradient_gemm;
+      if (op != OpKind::kForward && onednn && onednn_suits != nullptr &&
+          onednn_suits(kLarge, kLarge, kLarge)) {
+        plan.gemm = onednn_product;
+        plan.gemm_suits = onednn_suits;
+        return;
+      }
       const auto suits = op == OpKind::kForward ? backend.prefers_blocked_gemm
                                                 : backend.prefers_blocked_gradient_gemm;
       if (suits == nullptr) return;

@@ -6,6 +6,7 @@
 
 #include "autotune.h"
 #include "config.h"
+#include "gemm.h"
 #include "cpu/cpu_isa.h"
 #include "result_memory.h"
 #include "validation.h"
@@ -25,8 +26,10 @@ constexpr EnumNames<ReducedPrecisionGemm, 3> kReducedPrecisionGemmNames = {
     {"auto", ReducedPrecisionGemm::kAuto},
     {"always", ReducedPrecisionGemm::kAlways},
     {"never", ReducedPrecisionGemm::kNever}};
-constexpr EnumNames<CpuGemm, 3> kCpuGemmNames = {
-    {"auto", CpuGemm::kAuto}, {"aten", CpuGemm::kAten}, {"blocked", CpuGemm::kBlocked}};
+constexpr EnumNames<CpuGemm, 4> kCpuGemmNames = {{"auto", CpuGemm::kAuto},
+                                                  {"aten", CpuGemm::kAten},
+                                                  {"blocked", CpuGemm::kBlocked},
+                                                  {"onednn", CpuGemm::kOneDnn}};
 constexpr EnumNames<TileVariant, 7> kTileVariantNames = {
     {"auto", TileVariant::kAuto},           {"scalar", TileVariant::kScalar},
     {"mma128x64", TileVariant::kMma128x64}, {"mma64x64", TileVariant::kMma64x64},
@@ -247,6 +250,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       py::arg("m"), py::arg("n"), py::arg("k"),
       "Whether cpu_gemm 'auto' runs a float32/float64 product of these sizes through the CPU's "
       "blocked tiles on this processor, with the current cpu_isa.");
+  m.def("last_gemm_onednn", &tt::last_gemm_onednn,
+        "Whether a product ran through oneDNN's matmul (cpu_gemm) since this thread's last "
+        "GEMM-path call began (for tests, one call at a time).");
+  m.def("onednn_gemm_available", &tt::onednn_gemm_available,
+        "Whether torch has oneDNN's matmul (mkldnn::_linear_pointwise), which cpu_gemm "
+        "'onednn' runs float32 products through.");
+  m.def(
+      "onednn_gradient_gemm_preferred",
+      [](int64_t m, int64_t n, int64_t k) {
+        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
+        return tt::onednn_gemm_available() && backend.prefers_onednn_gradient_gemm != nullptr &&
+               backend.prefers_onednn_gradient_gemm(m, n, k);
+      },
+      py::arg("m"), py::arg("n"), py::arg("k"),
+      "Whether cpu_gemm 'auto' runs a float32 gradient product of these sizes through "
+      "oneDNN's matmul on this processor, with the current cpu_isa.");
   m.def(
       "blocked_gradient_gemm_preferred",
       [](int64_t m, int64_t n, int64_t k) {

@@ -22,6 +22,7 @@ from common_utils import assert_close_to, oracle, with_layout
 
 ISAS = torch_tconv.backends.supported_cpu_isas()
 _C = torch_tconv._C
+ONEDNN = _C.onednn_gemm_available()
 
 # (batch, M, K, N): one tile exactly, rows past a tile, a partial panel,
 # depth blocks (K over 256), a 96-row task boundary, and empty products.
@@ -161,15 +162,73 @@ def test_auto_follows_the_processor():
     assert _C.blocked_gemm_preferred(48, 48, 1) == (amd and avx512)
     assert _C.blocked_gradient_gemm_preferred(48, 48, 1) == (amd and avx512 and family >= 26)
     assert not _C.blocked_gradient_gemm_preferred(47, 1000, 1000)
+    # Where AVX-512 runs in halves (Zen 4), oneDNN's matmul instead.
+    onednn_here = ONEDNN and amd and avx512 and family < 26
+    assert _C.onednn_gradient_gemm_preferred(48, 48, 1) == onednn_here
+    assert not _C.onednn_gradient_gemm_preferred(47, 1000, 1000)
     assert not _C.blocked_gemm_preferred(47, 1000, 1000)
     assert not _C.blocked_gemm_preferred(1000, 47, 1000)
     assert run_layer("dcgan_like", torch.float32, "contiguous")[2] == (amd and avx512)
+    assert _C.last_gemm_onednn() == onednn_here  # the backward's products
     if "avx2" in ISAS:
         with torch_tconv.backends.flags(cpu_isa="avx2"):
             assert not _C.cpu_tiles_outrun_blas()
 
 
 def test_the_setting_is_checked():
-    with pytest.raises(ValueError, match="cpu_gemm must be 'auto', 'aten' or 'blocked', got 'mkl'"):
+    with pytest.raises(ValueError,
+                       match="cpu_gemm must be 'auto', 'aten', 'blocked' or 'onednn', got 'mkl'"):
         torch_tconv.backends.cpu_gemm = "mkl"
     assert torch_tconv.backends.cpu_gemm == "auto"
+
+
+# cpu_gemm "onednn": float32 products through oneDNN's matmul, one per group,
+# each copied or added into its place (gemm.h: onednn_product).
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="torch was built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layers_through_onednn_match_the_oracle(name, layout):
+    (x, w, b, gy, params), results, blocked = run_layer(name, torch.float32, layout,
+                                                        cpu_gemm="onednn")
+    assert not blocked
+    assert _C.last_gemm_onednn(), "cpu_gemm 'onednn' should run oneDNN's matmul"
+    for what, got, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), results,
+                               oracle(x, w, b, gy, **params)):
+        assert_close_to(got, want, torch.float32, f"{name} {layout}: {what}")
+
+
+@needs_onednn
+@pytest.mark.parametrize("settings", [dict(column_budget_bytes=4096),
+                                      dict(column_budget_bytes=1 << 16)])
+def test_windows_and_lanes_through_onednn(settings):
+    """Small budgets: windows of rows, and weight-gradient sums (per lane)
+    that each product is added into."""
+    (x, w, b, gy, params), results, _ = run_layer("dcgan_like", torch.float32, "contiguous",
+                                                  cpu_gemm="onednn", **settings)
+    assert _C.last_gemm_onednn()
+    for got, want in zip(results, oracle(x, w, b, gy, **params)):
+        assert_close_to(got, want, torch.float32, f"{settings}")
+
+
+@needs_onednn
+def test_onednn_repeats_give_the_same_bits():
+    first = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm="onednn")[1]
+    again = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm="onednn")[1]
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
+def test_onednn_leaves_other_dtypes_to_aten():
+    """oneDNN's matmul runs float32 only: float64 and reduced-precision
+    columns keep ATen's bmm."""
+    (x, w, b, gy, params), results, blocked = run_layer("grouped", torch.float64, "contiguous",
+                                                        cpu_gemm="onednn")
+    assert not blocked and not _C.last_gemm_onednn()
+    for got, want in zip(results, oracle(x, w, b, gy, **params)):
+        assert_close_to(got, want, torch.float64, "float64")
+    with torch_tconv.backends.flags(cpu_reduced_precision_gemm="always"):
+        run_layer("dcgan_like", torch.bfloat16, "contiguous", cpu_gemm="onednn")
+        assert not _C.last_gemm_onednn()

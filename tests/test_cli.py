@@ -86,7 +86,14 @@ def test_info(tmp_path):
     assert f"variant {info['cpu_kernel_variant_in_use']} in use" in text.stdout
     assert info["cpu_gemm_in_use"] == ("blocked" if torch_tconv._C.cpu_tiles_outrun_blas()
                                        else "aten")
-    assert ("register-blocked tiles" in text.stdout) == (info["cpu_gemm_in_use"] == "blocked")
+    assert ("forward torch_tconv's register-blocked tiles" in text.stdout) == (
+        info["cpu_gemm_in_use"] == "blocked")
+    assert info["cpu_gradient_gemm_in_use"] == (
+        "onednn" if torch_tconv._C.onednn_gradient_gemm_preferred(1024, 1024, 1024)
+        else "blocked" if torch_tconv._C.blocked_gradient_gemm_preferred(1024, 1024, 1024)
+        else "aten")
+    assert ("gradients oneDNN's matmul" in text.stdout) == (
+        info["cpu_gradient_gemm_in_use"] == "onednn")
 
 
 # (command-line arguments, the same layer as F.conv_transpose*d's keywords)

@@ -58,16 +58,20 @@
                                 register-blocked tiles, whose multiply-adds
                                 are fused where the variant has FMA
     cpu_gemm                    the GEMM of the GEMM path's float32/float64
-                                products on the CPU: "auto" (the register-
-                                blocked tiles on AMD processors with AVX-512,
-                                where MKL runs its AVX2 kernels, for the
-                                gradients' products only where AVX-512 runs
-                                at full width, from family 26 (Zen 5) on;
-                                else ATen's),
-                                "aten" (MKL/oneDNN through at::bmm) or
+                                products on the CPU: "auto" (on AMD processors
+                                with AVX-512, where MKL runs its AVX2 kernels:
+                                the register-blocked tiles for the forward's
+                                products, and for the gradients' where
+                                AVX-512 runs at full width, from family 26
+                                (Zen 5) on, else oneDNN's matmul for the
+                                gradients' float32 ones; elsewhere ATen's),
+                                "aten" (MKL/oneDNN through at::bmm),
                                 "blocked" (the tiles, with fused multiply-adds
                                 where the variant has FMA, and AVX-512's tiles
-                                where the processor has AVX-512)
+                                where the processor has AVX-512) or "onednn"
+                                (float32 products through oneDNN's matmul,
+                                torch's mkldnn::_linear_pointwise, where torch
+                                has it; float64 and narrower columns: ATen's)
     cpu_huge_pages              ask Linux for transparent huge pages (madvise)
                                 for CPU results of 32 MiB and more (default
                                 True): malloc maps such results afresh on

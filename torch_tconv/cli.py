@@ -98,6 +98,14 @@ def build_info():
             if name.isupper()}
 
 
+def _gradient_gemm_in_use():
+    """What cpu_gemm "auto" runs the gradients' large float32 GEMMs on here."""
+    large = (1024, 1024, 1024)
+    if torch_tconv._C.onednn_gradient_gemm_preferred(*large):
+        return "onednn"
+    return "blocked" if torch_tconv._C.blocked_gradient_gemm_preferred(*large) else "aten"
+
+
 def machine_info():
     from .bench import cpu_info, cpu_microarchitecture, transparent_huge_pages
 
@@ -133,9 +141,11 @@ def machine_info():
         "cpu_isa": isa,
         "cpu_kernel_variants": torch_tconv.backends.supported_cpu_isas(),
         "cpu_kernel_variant_in_use": torch_tconv.backends.cpu_isa_in_use(),
-        # What cpu_gemm "auto" runs for large float32/float64 GEMMs here.
+        # What cpu_gemm "auto" runs for large float32 GEMMs here: the
+        # forward's, and the gradients'.
         "cpu_gemm_in_use": ("blocked" if torch_tconv._C.blocked_gemm_preferred(1024, 1024, 1024)
                             else "aten"),
+        "cpu_gradient_gemm_in_use": _gradient_gemm_in_use(),
         "transparent_huge_pages": transparent_huge_pages(),
         "cpu_huge_pages": torch_tconv.backends.cpu_huge_pages,
         "cpu_count": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -177,9 +187,13 @@ def cmd_info(args):
     print(f"CPU kernels: variant {info['cpu_kernel_variant_in_use']} in use "
           f"(this processor runs {', '.join(info['cpu_kernel_variants'])}; "
           "torch_tconv.backends.cpu_isa or TORCH_TCONV_CPU_ISA choose)")
-    print("CPU GEMMs (float32/float64): "
-          + ("torch_tconv's register-blocked tiles (torch's MKL runs AVX2 kernels on this "
-             "processor)" if info["cpu_gemm_in_use"] == "blocked" else "ATen's (MKL/oneDNN)")
+    engines = {"blocked": "torch_tconv's register-blocked tiles", "aten": "ATen's (MKL/oneDNN)",
+               "onednn": "oneDNN's matmul"}
+    print("CPU GEMMs (float32): forward "
+          + engines[info["cpu_gemm_in_use"]] + ", gradients "
+          + engines[info["cpu_gradient_gemm_in_use"]]
+          + ("; torch's MKL runs AVX2 kernels on this processor"
+             if "aten" not in (info["cpu_gemm_in_use"], info["cpu_gradient_gemm_in_use"]) else "")
           + "; torch_tconv.backends.cpu_gemm chooses")
     mode = info["transparent_huge_pages"]
     print(f"CPU results of 32 MiB and more: "

@@ -93,6 +93,7 @@ const Backend& avx2_with_avx512_tiles() {
     mixed.blocked_gemm = cpu_launchers_avx512().blocked_gemm;
     mixed.prefers_blocked_gemm = cpu_launchers_avx512().prefers_blocked_gemm;
     mixed.prefers_blocked_gradient_gemm = cpu_launchers_avx512().prefers_blocked_gradient_gemm;
+    mixed.prefers_onednn_gradient_gemm = cpu_launchers_avx512().prefers_onednn_gradient_gemm;
     mixed.name = "cpu_avx2_with_avx512_tiles";
     return mixed;
   }();

@@ -46,6 +46,7 @@ const Backend& cuda_backend() {
       /*blocked_gemm=*/nullptr,
       /*prefers_blocked_gemm=*/nullptr,
       /*prefers_blocked_gradient_gemm=*/nullptr,
+      /*prefers_onednn_gradient_gemm=*/nullptr,
       /*bias_grad=*/nullptr,
       column_dtype_cuda,
       /*column_chunk_bytes=*/kDefaultColumnBudgetBytes,
