@@ -24,6 +24,31 @@ at::Tensor onednn_linear_product(const at::Tensor& x, const at::Tensor& w) {
   return stack[0].toTensor();
 }
 
+// Most elements of one oneDNN product's temporary (1 MiB of float32).
+constexpr int64_t kOneDnnBlockElements = int64_t(1) << 18;
+
+// Whether each matrix of a batch (G, R, C) is dense: rows C apart, or stored
+// transposed with columns R apart.
+bool dense_rows(const at::Tensor& t) {
+  return t.stride(2) == 1 && (t.size(1) <= 1 || t.stride(1) == t.size(2));
+}
+
+bool dense_columns(const at::Tensor& t) {
+  return t.stride(1) == 1 && (t.size(2) <= 1 || t.stride(2) == t.size(1));
+}
+
+// Whether oneDNN's matmul takes a · b at its speed: it runs a reference
+// kernel on matrices with gaps between rows (a window's part of an input
+// row, a group's channels of a channels-last row; a channels-last U-Net
+// layer's backward took a minute through it), and reads X best with
+// contiguous rows (2048 x 2048 x 512: 209 GFLOP/s with W transposed, 144-152
+// with X transposed; a transposed A, the channels-last weight gradient's
+// input rows, would also need a copy at the peak). ATen's bmm reads the
+// others as they are.
+bool onednn_takes(const at::Tensor& a, const at::Tensor& b) {
+  return dense_rows(a) && (dense_rows(b) || dense_columns(b));
+}
+
 }  // namespace
 
 bool onednn_gemm_available() {
@@ -35,6 +60,7 @@ void onednn_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
   // The operands may be views of tensors that require grad: the op has no
   // autograd kernel, and nothing here is differentiated.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  TORCH_INTERNAL_ASSERT(onednn_takes(a, b), "onednn_product: operands runs_blocked refuses");
   if (a.size(1) == 0 || b.size(2) == 0) return;
   if (a.size(2) == 0) {
     // An empty sum, which oneDNN need not take: C is itself, or zero.
@@ -45,23 +71,40 @@ void onednn_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
     const at::Tensor a_g = a.select(0, g);
     const at::Tensor b_g = b.select(0, g);
     const at::Tensor out_g = out.select(0, g);
-    // X = A, W = Bᵀ: oneDNN reads W well either way, X best with contiguous
-    // rows (2048 x 2048 x 512: 209 GFLOP/s with W transposed, 144-152 with
-    // X transposed), so a transposed A (the channels-last weight gradient's
-    // input rows) is copied first: the chunk's input, smaller than its columns.
-    const at::Tensor product =
-        onednn_linear_product(a_g.stride(1) == 1 ? a_g : a_g.contiguous(), b_g.t());
-    if (accumulate) {
-      out_g.add_(product);
-    } else {
-      out_g.copy_(product);
+    // X = A, W = Bᵀ.
+    const at::Tensor& x = a_g;
+    // The op returns a new tensor: C is made in blocks, so that the
+    // temporary stays small (a weight gradient's whole product is the
+    // weight: 8 MiB for the VAE 512->256 layer, which put its peak over
+    // PyTorch's). Blocks of W's rows where they are contiguous (B stored
+    // transposed), else of X's rows: a block must stay a dense matrix, since
+    // oneDNN runs a reference kernel on others (a channels-last U-Net
+    // layer's backward took a minute).
+    const bool by_columns = dense_columns(b);
+    const int64_t length = by_columns ? b_g.size(1) : x.size(0);
+    const int64_t across = by_columns ? x.size(0) : b_g.size(1);
+    const int64_t block =
+        std::max<int64_t>(kOneDnnBlockElements / std::max<int64_t>(across, 1), 64);
+    for (int64_t begin = 0; begin < length; begin += block) {
+      const int64_t size = std::min(block, length - begin);
+      const int64_t dim = by_columns ? 1 : 0;
+      const at::Tensor product =
+          by_columns ? onednn_linear_product(x, b_g.narrow(1, begin, size).t())
+                     : onednn_linear_product(x.narrow(0, begin, size), b_g.t());
+      const at::Tensor target = out_g.narrow(dim, begin, size);
+      if (accumulate) {
+        target.add_(product);
+      } else {
+        target.copy_(product);
+      }
     }
   }
 }
 
 bool runs_blocked(const Plan& plan, const at::Tensor& a, const at::Tensor& b) {
-  return plan.gemm != nullptr &&
-         (plan.gemm_suits == nullptr || plan.gemm_suits(a.size(1), b.size(2), a.size(2)));
+  if (plan.gemm == nullptr) return false;
+  if (plan.gemm == onednn_product && !onednn_takes(a, b)) return false;
+  return plan.gemm_suits == nullptr || plan.gemm_suits(a.size(1), b.size(2), a.size(2));
 }
 
 void blocked_product(const Plan& plan, const at::Tensor& a, const at::Tensor& b,
