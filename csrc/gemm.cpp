@@ -24,8 +24,9 @@ at::Tensor onednn_linear_product(const at::Tensor& x, const at::Tensor& w) {
   return stack[0].toTensor();
 }
 
-// Most elements of one oneDNN product's temporary (1 MiB of float32).
-constexpr int64_t kOneDnnBlockElements = int64_t(1) << 18;
+// Most elements of one oneDNN product's temporary (512 KiB of float32), unless
+// a block of 16 rows or columns alone is more.
+constexpr int64_t kOneDnnBlockElements = int64_t(1) << 17;
 
 // Whether each matrix of a batch (G, R, C) is dense: rows C apart, or stored
 // transposed with columns R apart.
@@ -84,7 +85,7 @@ void onednn_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
     const int64_t length = by_columns ? b_g.size(1) : x.size(0);
     const int64_t across = by_columns ? x.size(0) : b_g.size(1);
     const int64_t block =
-        std::max<int64_t>(kOneDnnBlockElements / std::max<int64_t>(across, 1), 64);
+        std::max<int64_t>(kOneDnnBlockElements / std::max<int64_t>(across, 1), 16);
     for (int64_t begin = 0; begin < length; begin += block) {
       const int64_t size = std::min(block, length - begin);
       const int64_t dim = by_columns ? 1 : 0;
