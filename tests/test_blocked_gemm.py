@@ -10,7 +10,9 @@ three computations of the GEMM path (contiguous and channels-last, groups,
 windows and lanes) with the blocked GEMM forced, in every compiled variant,
 against the float64 oracle. The tiles fuse their multiply-adds where the
 variant has FMA, so the variants are compared with the oracle, not with
-each other's bits; repeats give the same bits."""
+each other's bits; repeats give the same bits. The same layers run through
+oneDNN's matmul (cpu_gemm "onednn", float32), which "auto" takes for the
+gradients on AMD's Zen 4."""
 
 import re
 
@@ -123,21 +125,33 @@ def test_layers_through_the_blocked_gemm_match_the_oracle(name, dtype, layout, i
         assert_close_to(got, want, dtype, f"{name} {layout} {isa}: {what}")
 
 
+# The engines a test may force: the blocked tiles, and oneDNN's matmul where
+# torch has it (float32 products, one per group, each copied or added into
+# its place: gemm.h, onednn_product).
+ENGINES = ["blocked"] + (["onednn"] if ONEDNN else [])
+
+
+def engine_ran(engine):
+    return _C.last_gemm_blocked() if engine == "blocked" else _C.last_gemm_onednn()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("settings", [dict(column_budget_bytes=4096),
                                       dict(column_budget_bytes=1 << 16)])
-def test_windows_and_lanes_through_the_blocked_gemm(settings):
+def test_windows_and_lanes_through_each_engine(settings, engine):
     """Small budgets: samples in windows of rows, weight-gradient sums per
-    lane accumulated by the blocked GEMM."""
-    (x, w, b, gy, params), results, blocked = run_layer("dcgan_like", torch.float32, "contiguous",
-                                                        cpu_gemm="blocked", **settings)
-    assert blocked
+    lane that each product is added into."""
+    (x, w, b, gy, params), results, _ = run_layer("dcgan_like", torch.float32, "contiguous",
+                                                  cpu_gemm=engine, **settings)
+    assert engine_ran(engine)
     for got, want in zip(results, oracle(x, w, b, gy, **params)):
-        assert_close_to(got, want, torch.float32, f"{settings}")
+        assert_close_to(got, want, torch.float32, f"{engine} {settings}")
 
 
-def test_blocked_gemm_repeats_give_the_same_bits():
-    first = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm="blocked")[1]
-    again = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm="blocked")[1]
+@pytest.mark.parametrize("engine", ENGINES)
+def test_repeats_give_the_same_bits(engine):
+    first = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm=engine)[1]
+    again = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm=engine)[1]
     for a, b in zip(first, again):
         assert torch.equal(a, b)
 
@@ -182,8 +196,7 @@ def test_the_setting_is_checked():
     assert torch_tconv.backends.cpu_gemm == "auto"
 
 
-# cpu_gemm "onednn": float32 products through oneDNN's matmul, one per group,
-# each copied or added into its place (gemm.h: onednn_product).
+# cpu_gemm "onednn" (windows, lanes and repeats: with the blocked GEMM above).
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="torch was built without oneDNN")
 
 
@@ -198,27 +211,6 @@ def test_layers_through_onednn_match_the_oracle(name, layout):
     for what, got, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), results,
                                oracle(x, w, b, gy, **params)):
         assert_close_to(got, want, torch.float32, f"{name} {layout}: {what}")
-
-
-@needs_onednn
-@pytest.mark.parametrize("settings", [dict(column_budget_bytes=4096),
-                                      dict(column_budget_bytes=1 << 16)])
-def test_windows_and_lanes_through_onednn(settings):
-    """Small budgets: windows of rows, and weight-gradient sums (per lane)
-    that each product is added into."""
-    (x, w, b, gy, params), results, _ = run_layer("dcgan_like", torch.float32, "contiguous",
-                                                  cpu_gemm="onednn", **settings)
-    assert _C.last_gemm_onednn()
-    for got, want in zip(results, oracle(x, w, b, gy, **params)):
-        assert_close_to(got, want, torch.float32, f"{settings}")
-
-
-@needs_onednn
-def test_onednn_repeats_give_the_same_bits():
-    first = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm="onednn")[1]
-    again = run_layer("deep_1d", torch.float32, "contiguous", cpu_gemm="onednn")[1]
-    for a, b in zip(first, again):
-        assert torch.equal(a, b)
 
 
 def test_onednn_leaves_other_dtypes_to_aten():
