@@ -16,9 +16,10 @@ namespace torch_tconv {
 void bmm_into(const Plan& plan, at::Tensor out, const at::Tensor& a, const at::Tensor& b);
 at::Tensor bmm(const Plan& plan, const at::Tensor& a, const at::Tensor& b);
 // out (G, M, N) = [out +] a (G, M, K) · b (G, K, N) in float32 through
-// oneDNN's matmul (Config::cpu_gemm "onednn"), one product per group, each
-// into a new tensor then copied or added into out; available where torch has
-// oneDNN. A Plan::gemm of the CPU.
+// oneDNN's matmul (Config::cpu_gemm "onednn"), per group in blocks whose
+// results (new tensors of at most 512 KiB) are copied or added into out; for
+// dense operands with a's rows contiguous (runs_blocked sends the others to
+// ATen). Available where torch has oneDNN. A Plan::gemm of the CPU.
 bool onednn_gemm_available();
 void onednn_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out,
                     bool accumulate);
