@@ -68,30 +68,27 @@ void onednn_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
     if (!accumulate) out.zero_();
     return;
   }
+  // The op returns a new tensor: C is made in blocks, so that the temporary
+  // stays small (a weight gradient's whole product is the weight: 8 MiB for
+  // the VAE 512->256 layer, which put its peak over PyTorch's). Blocks of W's
+  // rows where they are contiguous (B stored transposed), else of X's rows: a
+  // block must stay a dense matrix, since oneDNN runs a reference kernel on
+  // others (a channels-last U-Net layer's backward took a minute).
+  const bool by_columns = dense_columns(b);
+  const int64_t dim = by_columns ? 1 : 0;
+  const int64_t length = out.size(1 + dim);
+  const int64_t across = out.size(2 - dim);
+  const int64_t block = std::max<int64_t>(kOneDnnBlockElements / across, 16);
   for (int64_t g = 0; g < a.size(0); ++g) {
     const at::Tensor a_g = a.select(0, g);
     const at::Tensor b_g = b.select(0, g);
     const at::Tensor out_g = out.select(0, g);
-    // X = A, W = Bᵀ.
-    const at::Tensor& x = a_g;
-    // The op returns a new tensor: C is made in blocks, so that the
-    // temporary stays small (a weight gradient's whole product is the
-    // weight: 8 MiB for the VAE 512->256 layer, which put its peak over
-    // PyTorch's). Blocks of W's rows where they are contiguous (B stored
-    // transposed), else of X's rows: a block must stay a dense matrix, since
-    // oneDNN runs a reference kernel on others (a channels-last U-Net
-    // layer's backward took a minute).
-    const bool by_columns = dense_columns(b);
-    const int64_t length = by_columns ? b_g.size(1) : x.size(0);
-    const int64_t across = by_columns ? x.size(0) : b_g.size(1);
-    const int64_t block =
-        std::max<int64_t>(kOneDnnBlockElements / std::max<int64_t>(across, 1), 16);
     for (int64_t begin = 0; begin < length; begin += block) {
       const int64_t size = std::min(block, length - begin);
-      const int64_t dim = by_columns ? 1 : 0;
+      // X = A, W = Bᵀ, one of them narrowed to the block.
       const at::Tensor product =
-          by_columns ? onednn_linear_product(x, b_g.narrow(1, begin, size).t())
-                     : onednn_linear_product(x.narrow(0, begin, size), b_g.t());
+          by_columns ? onednn_linear_product(a_g, b_g.narrow(1, begin, size).t())
+                     : onednn_linear_product(a_g.narrow(0, begin, size), b_g.t());
       const at::Tensor target = out_g.narrow(dim, begin, size);
       if (accumulate) {
         target.add_(product);

@@ -55,6 +55,14 @@ const char* name_of(const EnumNames<Enum, N>& names, Enum value) {
   return names[0].first;
 }
 
+// Whether the current cpu_isa's backend has the GEMM rule `rule`
+// (Backend::prefers_blocked_gemm and the like) and it holds for these sizes.
+using SizeRule = bool (*)(int64_t, int64_t, int64_t);
+bool cpu_rule_holds(SizeRule Backend::*rule, int64_t m, int64_t n, int64_t k) {
+  const SizeRule holds = cpu_backend_for(config_snapshot()).*rule;
+  return holds != nullptr && holds(m, n, k);
+}
+
 }  // namespace
 }  // namespace torch_tconv
 
@@ -235,17 +243,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "cpu_tiles_outrun_blas",
       []() {
-        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
-        return backend.prefers_blocked_gemm != nullptr &&
-               backend.prefers_blocked_gemm(int64_t(1) << 20, int64_t(1) << 20, int64_t(1) << 20);
+        constexpr int64_t kLarge = int64_t(1) << 20;
+        return tt::cpu_rule_holds(&tt::Backend::prefers_blocked_gemm, kLarge, kLarge, kLarge);
       },
       "Whether the current cpu_isa's register-blocked tiles outrun torch's BLAS on this "
       "processor (AVX-512 tiles on an AMD processor), which changes what 'auto' takes.");
   m.def(
       "blocked_gemm_preferred",
       [](int64_t m, int64_t n, int64_t k) {
-        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
-        return backend.prefers_blocked_gemm != nullptr && backend.prefers_blocked_gemm(m, n, k);
+        return tt::cpu_rule_holds(&tt::Backend::prefers_blocked_gemm, m, n, k);
       },
       py::arg("m"), py::arg("n"), py::arg("k"),
       "Whether cpu_gemm 'auto' runs a float32/float64 product of these sizes through the CPU's "
@@ -259,9 +265,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "onednn_gradient_gemm_preferred",
       [](int64_t m, int64_t n, int64_t k) {
-        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
-        return tt::onednn_gemm_available() && backend.prefers_onednn_gradient_gemm != nullptr &&
-               backend.prefers_onednn_gradient_gemm(m, n, k);
+        return tt::onednn_gemm_available() &&
+               tt::cpu_rule_holds(&tt::Backend::prefers_onednn_gradient_gemm, m, n, k);
       },
       py::arg("m"), py::arg("n"), py::arg("k"),
       "Whether cpu_gemm 'auto' runs a float32 gradient product of these sizes through "
@@ -269,9 +274,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "blocked_gradient_gemm_preferred",
       [](int64_t m, int64_t n, int64_t k) {
-        const tt::Backend& backend = tt::cpu_backend_for(tt::config_snapshot());
-        return backend.prefers_blocked_gradient_gemm != nullptr &&
-               backend.prefers_blocked_gradient_gemm(m, n, k);
+        return tt::cpu_rule_holds(&tt::Backend::prefers_blocked_gradient_gemm, m, n, k);
       },
       py::arg("m"), py::arg("n"), py::arg("k"),
       "The same for a gradient's product: the blocked tiles also need full-width AVX-512 "
