@@ -62,6 +62,13 @@ struct Backend {
   void (*direct_weight_grad)(const at::Tensor& input, const at::Tensor& grad_output,
                              const at::Tensor& grad_weight, const Geometry& g,
                              const Config& config);
+  // Both gradients of the direct path in one call, sharing what they both
+  // read; null: direct_input_grad and direct_weight_grad run one after the
+  // other.
+  void (*direct_backward)(const at::Tensor& grad_output, const at::Tensor& input,
+                          const at::Tensor& weight, const at::Tensor& grad_input,
+                          const at::Tensor& grad_weight, const Geometry& g,
+                          const Config& config);
   // The implicit GEMMs (kernels/implicit_gemm.h; no column buffer), each
   // writing its whole result: the forward with bias, one GEMM per output
   // phase; the input gradient; the weight gradient. Null where the backend

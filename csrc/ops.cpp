@@ -179,6 +179,16 @@ std::tuple<at::Tensor, at::Tensor> run_backward(
                            plan.config);
     return {grad_input, grad_weight};
   }
+  if (plan.direct && backend.direct_backward != nullptr && input.numel() != 0 &&
+      grad_output.numel() != 0) {
+    const at::Tensor gy = grad_output.contiguous(plan.activation_format);
+    const at::Tensor x = input.contiguous(plan.activation_format);
+    at::Tensor grad_input = empty_result(
+        problem.input_shape(), gy.options().memory_format(plan.activation_format), plan.config);
+    at::Tensor grad_weight = at::empty(problem.weight_shape(), x.options());
+    backend.direct_backward(gy, x, w, grad_input, grad_weight, problem.geometry, plan.config);
+    return {grad_input, grad_weight};
+  }
   if (input.numel() == 0 || grad_output.numel() == 0 || plan.path != Path::kGemm) {
     // Nothing to share: each gradient as its own op computes it.
     return {run_input_grad(backend, problem, plan, grad_output, w),

@@ -605,6 +605,34 @@ void direct_weight_grad_cpu(const at::Tensor& input, const at::Tensor& grad_outp
   });
 }
 
+// Both gradients: depthwise float32 and float64 layers from one staging of
+// each grad_output plane (staged_gradients.h), the others one after the
+// other.
+void direct_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                         const at::Tensor& weight, const at::Tensor& grad_input,
+                         const at::Tensor& grad_weight, const Geometry& geometry,
+                         const Config& config) {
+  bool done = false;
+  if (!element_bodies_requested(config)) {
+    dispatch_launch(grad_input.scalar_type(), geometry, config, [&](auto tag, const auto& g) {
+      using scalar_t = decltype(tag);
+      if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+        if (backward_fits_lanes(g)) {
+          direct_backward_in_lanes(input.const_data_ptr<scalar_t>(),
+                                   grad_output.const_data_ptr<scalar_t>(),
+                                   weight.const_data_ptr<scalar_t>(), g,
+                                   grad_input.mutable_data_ptr<scalar_t>(),
+                                   grad_weight.mutable_data_ptr<scalar_t>());
+          done = true;
+        }
+      }
+    });
+  }
+  if (done) return;
+  direct_input_grad_cpu(grad_output, weight, grad_input, geometry, config);
+  direct_weight_grad_cpu(input, grad_output, grad_weight, geometry, config);
+}
+
 // The implicit GEMMs (algorithm "phase"): the scalar tiles, in parallel
 // over tiles and split-K slices, or a forced tensor-core variant through the
 // emulation of its CUDA kernel. Split-K follows the same rule as on the GPU,
@@ -1162,6 +1190,7 @@ const Backend& launchers_backend() {
       direct_forward_cpu,
       direct_input_grad_cpu,
       direct_weight_grad_cpu,
+      direct_backward_cpu,
       phase_forward_cpu,
       implicit_input_grad_cpu,
       implicit_weight_grad_cpu,

@@ -321,6 +321,18 @@ void add_staged_weight_grad_terms(const KernelGeometry<index_t>& g, const Staged
   }
 }
 
+// A channel pair's weight gradient, tap_count elements: each tap's lanes
+// added in lane order.
+template <typename acc_t>
+void store_weight_grad_totals(const acc_t* sums, int64_t tap_count, acc_t* grad_weight) {
+  for (int64_t tap = 0; tap < tap_count; ++tap) {
+    const acc_t* lanes = sums + tap * kWeightGradLanes;
+    acc_t total = lanes[0];
+    for (int lane = 1; lane < kWeightGradLanes; ++lane) total += lanes[lane];
+    grad_weight[tap] = total;
+  }
+}
+
 // grad_weight of the direct path, as direct_weight_grad_by_rows computes
 // each element; a task takes a channel pair (ic, oc_g) and all its taps.
 template <typename acc_t, typename index_t>
@@ -346,12 +358,7 @@ void direct_weight_grad_in_lanes(const acc_t* input, const acc_t* grad_output,
         add_staged_weight_grad_terms(g, st, taps, st.x_in_place ? x : x_stage.data(),
                                      gy_stage.data(), sums.data());
       }
-      for (int64_t tap = 0; tap < tap_count; ++tap) {
-        const acc_t* lanes = sums.data() + tap * kWeightGradLanes;
-        acc_t total = lanes[0];
-        for (int lane = 1; lane < kWeightGradLanes; ++lane) total += lanes[lane];
-        grad_weight[pair * tap_count + tap] = total;
-      }
+      store_weight_grad_totals(sums.data(), tap_count, grad_weight + pair * tap_count);
     }
   });
 }
@@ -413,27 +420,69 @@ void input_grad_chunks(const KernelGeometry<index_t>& g, const StagedPlanes& st,
   }
 }
 
-template <typename acc_t, typename index_t>
-void direct_input_grad_in_lanes(const acc_t* grad_output, const acc_t* weight,
-                                const KernelGeometry<index_t>& g, acc_t* grad_input) {
+// The chunk starts of an input row (the last one moved back to end at the
+// row's end): those that every reaching tap covers whole, and the edges,
+// which need masks.
+struct InputGradChunks {
+  std::vector<int64_t> whole;
+  std::vector<int64_t> edges;
+};
+
+template <typename index_t>
+InputGradChunks input_grad_chunks_of_rows(const KernelGeometry<index_t>& g,
+                                          const std::vector<TapColumns>& taps) {
   constexpr int64_t L = kWeightGradLanes;
-  constexpr int kChunksAtOnce = 4;
-  const std::vector<TapColumns> taps = tap_columns(g);
-  const StagedPlanes st = staged_planes_layout(g, taps);
   const int64_t in_w = g.in_size[2];
-  // The chunks of a row (the last one moved back to end at in_w): those
-  // that every reaching tap covers whole, and the rest, which need masks.
   int64_t reach_lo = 0, reach_hi = in_w;
   for (const auto& t : taps) {
     if (t.lo >= t.hi) continue;
     reach_lo = std::max(reach_lo, t.lo);
     reach_hi = std::min(reach_hi, t.hi);
   }
-  std::vector<int64_t> whole, edges;
+  InputGradChunks chunks;
   for (int64_t c = 0; c < in_w; c += L) {
     const int64_t start = std::min(c, in_w - L);
-    (start >= reach_lo && start + L <= reach_hi ? whole : edges).push_back(start);
+    (start >= reach_lo && start + L <= reach_hi ? chunks.whole : chunks.edges).push_back(start);
   }
+  return chunks;
+}
+
+// One input plane's gradient (gx_plane, in_numel elements) from its staged
+// grad_output plane and its filter w.
+template <typename acc_t, typename index_t>
+void input_grad_plane_from_stage(const KernelGeometry<index_t>& g, const StagedPlanes& st,
+                                 const std::vector<TapColumns>& taps,
+                                 const InputGradChunks& chunks, const acc_t* w,
+                                 const acc_t* gy_stage, acc_t* gx_plane) {
+  constexpr int kChunksAtOnce = 4;
+  for (int64_t row = 0; row < st.in_rows; ++row) {
+    const index_t i0 = index_t(row / g.in_size[1]), i1 = index_t(row % g.in_size[1]);
+    acc_t* gx_row = gx_plane + row * g.in_size[2];
+    for (const bool masked : {false, true}) {
+      const std::vector<int64_t>& starts = masked ? chunks.edges : chunks.whole;
+      const int64_t count = int64_t(starts.size());
+      for (int64_t c = 0; c < count; c += kChunksAtOnce) {
+        auto sum_chunks = [&](auto at_once) {
+          input_grad_chunks<decltype(at_once)::value>(g, st, taps, w, gy_stage, i0, i1,
+                                                      starts.data() + c, masked, gx_row);
+        };
+        switch (std::min<int64_t>(kChunksAtOnce, count - c)) {
+          case 4: sum_chunks(std::integral_constant<int, 4>{}); break;
+          case 3: sum_chunks(std::integral_constant<int, 3>{}); break;
+          case 2: sum_chunks(std::integral_constant<int, 2>{}); break;
+          default: sum_chunks(std::integral_constant<int, 1>{}); break;
+        }
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename index_t>
+void direct_input_grad_in_lanes(const acc_t* grad_output, const acc_t* weight,
+                                const KernelGeometry<index_t>& g, acc_t* grad_input) {
+  const std::vector<TapColumns> taps = tap_columns(g);
+  const StagedPlanes st = staged_planes_layout(g, taps);
+  const InputGradChunks chunks = input_grad_chunks_of_rows(g, taps);
   const int64_t planes = int64_t(g.batch) * g.in_channels();
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> gy_stage(st.out_rows * st.gy_row, acc_t(0));
@@ -443,27 +492,50 @@ void direct_input_grad_in_lanes(const acc_t* grad_output, const acc_t* weight,
       const int64_t oc = ic / g.in_channels_per_group;
       stage_grad_output_plane(grad_output + (n * g.out_channels() + oc) * g.out_numel(), g, st,
                               gy_stage.data());
-      const acc_t* w = weight + ic * g.taps();
-      for (int64_t row = 0; row < st.in_rows; ++row) {
-        const index_t i0 = index_t(row / g.in_size[1]), i1 = index_t(row % g.in_size[1]);
-        acc_t* gx_row = grad_input + plane * g.in_numel() + row * in_w;
-        for (const bool masked : {false, true}) {
-          const std::vector<int64_t>& starts = masked ? edges : whole;
-          const int64_t count = int64_t(starts.size());
-          for (int64_t c = 0; c < count; c += kChunksAtOnce) {
-            auto chunks = [&](auto at_once) {
-              input_grad_chunks<decltype(at_once)::value>(g, st, taps, w, gy_stage.data(), i0,
-                                                          i1, starts.data() + c, masked, gx_row);
-            };
-            switch (std::min<int64_t>(kChunksAtOnce, count - c)) {
-              case 4: chunks(std::integral_constant<int, 4>{}); break;
-              case 3: chunks(std::integral_constant<int, 3>{}); break;
-              case 2: chunks(std::integral_constant<int, 2>{}); break;
-              default: chunks(std::integral_constant<int, 1>{}); break;
-            }
-          }
-        }
+      input_grad_plane_from_stage(g, st, taps, chunks, weight + ic * g.taps(), gy_stage.data(),
+                                  grad_input + plane * g.in_numel());
+    }
+  });
+}
+
+// Both gradients of a depthwise layer (one input and one output channel per
+// group) at once: a task takes a channel, and each sample's grad_output plane
+// of it is staged once for the two. Run one after the other, each gradient
+// read and staged every grad_output plane on its own: in `perf` of the
+// benchmark's depthwise backward, those copies were 505 samples against the
+// input gradient's 612 and the weight gradient's 349 (bench/NOTES.md). Same
+// bits as the two above: each adds the same terms in the same order.
+template <typename index_t>
+bool backward_fits_lanes(const KernelGeometry<index_t>& g) {
+  return g.in_channels_per_group == 1 && g.out_channels_per_group == 1 &&
+         input_grad_fits_lanes(g) && weight_grad_fits_lanes(g);
+}
+
+template <typename acc_t, typename index_t>
+void direct_backward_in_lanes(const acc_t* input, const acc_t* grad_output, const acc_t* weight,
+                              const KernelGeometry<index_t>& g, acc_t* grad_input,
+                              acc_t* grad_weight) {
+  const std::vector<TapColumns> taps = tap_columns(g);
+  const StagedPlanes st = staged_planes_layout(g, taps);
+  const InputGradChunks chunks = input_grad_chunks_of_rows(g, taps);
+  const int64_t tap_count = g.taps(), channels = g.in_channels();
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> x_stage(st.x_in_place ? 0 : st.in_rows * st.x_row, acc_t(0));
+    std::vector<acc_t> gy_stage(st.out_rows * st.gy_row, acc_t(0));
+    std::vector<acc_t> sums(tap_count * kWeightGradLanes);
+    for (int64_t c = begin; c < end; ++c) {
+      std::fill(sums.begin(), sums.end(), acc_t(0));
+      for (int64_t n = 0; n < g.batch; ++n) {
+        const int64_t plane = n * channels + c;
+        const acc_t* x = input + plane * g.in_numel();
+        stage_weight_grad_planes(x, grad_output + plane * g.out_numel(), g, st, x_stage.data(),
+                                 gy_stage.data());
+        add_staged_weight_grad_terms(g, st, taps, st.x_in_place ? x : x_stage.data(),
+                                     gy_stage.data(), sums.data());
+        input_grad_plane_from_stage(g, st, taps, chunks, weight + c * tap_count,
+                                    gy_stage.data(), grad_input + plane * g.in_numel());
       }
+      store_weight_grad_totals(sums.data(), tap_count, grad_weight + c * tap_count);
     }
   });
 }

@@ -37,6 +37,7 @@ const Backend& cuda_backend() {
       cuda::direct_forward,
       cuda::direct_input_grad,
       cuda::direct_weight_grad,
+      /*direct_backward=*/nullptr,
       cuda::phase_forward,
       cuda::implicit_input_grad,
       cuda::implicit_weight_grad,
