@@ -195,6 +195,36 @@ def test_register_rows_equal_element_bodies(layer, dtype, isa):
 
 
 @pytest.mark.parametrize("isa", torch_tconv.backends.supported_cpu_isas())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layer", REGISTER_ROW_LAYERS, ids=str)
+def test_depthwise_backward_in_one_pass_equals_each_gradient(layer, dtype, isa):
+    """The backward op computes a depthwise layer's two gradients from one
+    staging of each grad_output plane (cpu/staged_gradients.h); the input and
+    weight gradient ops compute each on its own. The same bits, in every
+    variant, at widths below, at and above the lane counts, against the
+    float64 oracle too (the three ops could share a mistake)."""
+    stride, padding, dilation, kernel, output_padding = layer
+    params = dict(stride=(1, stride), padding=(1, padding), dilation=(1, dilation), groups=8)
+    g = torch.Generator().manual_seed(stride * 10 + kernel)
+    for width in (7, 8, 9, 17, 33, 64):
+        x = torch.randn(3, 8, 4, width, generator=g, dtype=dtype)
+        w = torch.randn(8, 1, 3, kernel, generator=g, dtype=dtype)
+        out = torch_tconv.conv_transpose2d(x, w, None, output_padding=(0, output_padding),
+                                           **params)
+        gy = torch.randn(out.shape, generator=g, dtype=dtype)
+        lists = [list(params[k]) for k in ("stride", "padding", "dilation")]
+        with torch_tconv.backends.flags(algorithm="direct", cpu_isa=isa):
+            both = ops.conv_transpose_backward(gy, x, w, *lists, 8)
+            grad_input = ops.conv_transpose_input_grad(gy, w, [4, width], *lists, 8)
+            grad_weight = ops.conv_transpose_weight_grad(x, gy, [3, kernel], *lists, 8)
+        assert torch.equal(both[0], grad_input), width
+        assert torch.equal(both[1], grad_weight), width
+        expected = oracle(x, w, None, gy, output_padding=(0, output_padding), **params)
+        assert_close_to(both[0], expected[1], dtype, "grad_input")
+        assert_close_to(both[1], expected[2], dtype, "grad_weight")
+
+
+@pytest.mark.parametrize("isa", torch_tconv.backends.supported_cpu_isas())
 def test_streamed_register_rows_equal_element_bodies(isa):
     """Results of 16 MiB and more from the stride-2 register rows are written
     with streaming stores, which only whole aligned vectors take: the same
