@@ -165,7 +165,9 @@ at::Tensor run_weight_grad(const Backend& backend, const Problem& problem, const
   return sum.result(problem.weight_shape());
 }
 
-// Both gradients, one im2col of grad_output per chunk serving both GEMMs.
+// Both gradients in one call: the phase and direct paths through the
+// backend's op for both where it has one, which shares what the two read;
+// the GEMM path with one im2col of grad_output per chunk serving both GEMMs.
 std::tuple<at::Tensor, at::Tensor> run_backward(
     const Backend& backend, const Problem& problem, const Plan& plan,
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& w) {
